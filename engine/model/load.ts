@@ -1,0 +1,94 @@
+/**
+ * Loading a model folder: checkpoint → adapter → canonical decoder weights on the active
+ * backend, plus its tokenizer. The embedded tinyworld model is used when no folder is named.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { openCheckpoint } from './checkpoint.js';
+import { adapterFor } from './adapters/index.js';
+import type { ArchitectureAdapter } from './adapters/types.js';
+import type { DecoderConfig, DecoderWeights } from './decoder.js';
+import { loadTokenizer } from '../tokenizer/index.js';
+import type { Tokenizer } from '../tokenizer/index.js';
+import { checkFits, selectBackend, type BackendName } from '../runtime/backend.js';
+
+export interface LoadedModel {
+  /** Absolute folder the model was loaded from. */
+  dir: string;
+  /** A short display name (the folder name, or "tinyworld" for the embedded model). */
+  name: string;
+  config: DecoderConfig;
+  weights: DecoderWeights;
+  tokenizer: Tokenizer;
+  adapter: ArchitectureAdapter;
+  backend: BackendName;
+  parameterCount: number;
+}
+
+/** The embedded default model, found beside the sources or beside a bundle. */
+export function defaultModelDir(): string {
+  const candidates = [
+    path.resolve(__dirname, '..', 'assets', 'tinyworld'),
+    path.resolve(__dirname, 'assets', 'tinyworld'),
+    path.resolve(__dirname, '..', 'engine', 'assets', 'tinyworld'),
+  ];
+  for (const c of candidates) if (fs.existsSync(path.join(c, 'config.json'))) return c;
+  return candidates[0];
+}
+
+export interface LoadOptions {
+  dir?: string;
+  backend?: string;
+  /** Load without a tokenizer folder check (architecture test checkpoints carry none). */
+  withoutTokenizer?: boolean;
+}
+
+export async function loadModel(opts: LoadOptions = {}): Promise<LoadedModel> {
+  const dir = path.resolve(opts.dir ?? defaultModelDir());
+  const backend = await selectBackend(opts.backend);
+  const ckpt = openCheckpoint(dir);
+  const configFile = path.join(dir, 'config.json');
+  const adapter = adapterFor(ckpt.config, configFile);
+  const config = adapter.parseConfig(ckpt.config, configFile);
+  const params = ckpt.parameterCount();
+  checkFits(params, config.vocabSize * config.dModel, backend, dir);
+  const tokenizer = opts.withoutTokenizer ? nullTokenizer(config) : loadTokenizer(dir);
+  const weights = adapter.loadWeights(ckpt, config);
+  const isDefault = dir === path.resolve(defaultModelDir());
+  return {
+    dir,
+    name: isDefault ? 'tinyworld' : path.basename(dir),
+    config,
+    weights,
+    tokenizer,
+    adapter,
+    backend,
+    parameterCount: params,
+  };
+}
+
+/** Frees a model's tensors. */
+export function disposeModel(m: LoadedModel): void {
+  const w = m.weights;
+  const all: Array<tf.Tensor | undefined> = [w.wte, w.wpe, w.unembed, w.unembedBias, w.lnF.g, w.lnF.b];
+  for (const b of w.blocks) {
+    all.push(b.ln1.g, b.ln1.b, b.ln2?.g, b.ln2?.b, b.qkv.w, b.qkv.b, b.o.w, b.o.b, b.mlpIn.w, b.mlpIn.b);
+    all.push(b.mlpGate?.w, b.mlpGate?.b, b.mlpOut.w, b.mlpOut.b);
+  }
+  for (const t of new Set(all)) if (t && !t.isDisposed) t.dispose();
+}
+
+/** Architecture fixtures have ids but no tokenizer files: decoding shows ids. */
+function nullTokenizer(cfg: DecoderConfig): Tokenizer {
+  return {
+    encode: () => {
+      throw new Error('this model folder has no tokenizer');
+    },
+    decode: (ids: number[]) => ids.map((i) => `<${i}>`).join(''),
+    tokenToString: (id: number) => `<${id}>`,
+    vocabSize: cfg.vocabSize,
+    eosId: cfg.eosId,
+    specialTokens: new Map(),
+  } as Tokenizer;
+}

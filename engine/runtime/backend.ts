@@ -1,0 +1,191 @@
+/**
+ * Backend selection. Order when nothing is forced: tfjs-node-gpu (CUDA) → tfjs-node → WASM
+ * (SIMD) → plain JS. The native packages are optional dependencies whose install scripts
+ * download libtensorflow, which fails on machines without that host; so they are loaded with
+ * a guarded require and skipped when absent or broken. The backend in use is always reported.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { FactLensError } from '../errors.js';
+
+export type BackendName = 'node-gpu' | 'node' | 'wasm' | 'cpu';
+export const BACKEND_ORDER: readonly BackendName[] = ['node-gpu', 'node', 'wasm', 'cpu'];
+
+/** The tfjs registry name each of our backends registers under. */
+const TFJS_NAME: Record<BackendName, string> = {
+  'node-gpu': 'tensorflow',
+  node: 'tensorflow',
+  wasm: 'wasm',
+  cpu: 'cpu',
+};
+
+const NATIVE_PACKAGE: Partial<Record<BackendName, string>> = {
+  'node-gpu': '@tensorflow/tfjs-node-gpu',
+  node: '@tensorflow/tfjs-node',
+};
+
+const requireHere = createRequire(__filename);
+
+export interface BackendStatus {
+  name: BackendName;
+  available: boolean;
+  /** Why it is not available (package missing, native library failed to load, ...). */
+  reason?: string;
+}
+
+let active: BackendName | null = null;
+
+/** Where the .wasm binaries are: next to a bundle (dist/) or in node_modules. */
+function wasmDir(): string {
+  const candidates: string[] = [];
+  try {
+    candidates.push(path.dirname(requireHere.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm')));
+  } catch {
+    /* bundled: fall through to the copy beside the bundle */
+  }
+  candidates.push(path.join(__dirname, 'wasm'), __dirname);
+  for (const dir of candidates) {
+    if (fs.existsSync(path.join(dir, 'tfjs-backend-wasm-simd.wasm'))) return dir + path.sep;
+  }
+  throw new FactLensError('BACKEND_UNAVAILABLE', `WASM binaries not found (looked in ${candidates.join(', ')})`, {
+    backend: 'wasm',
+  });
+}
+
+function tryNative(name: BackendName): string | null {
+  const pkg = NATIVE_PACKAGE[name];
+  if (!pkg) return null;
+  try {
+    // Loading the package registers the 'tensorflow' backend as a side effect.
+    requireHere(pkg);
+    return null;
+  } catch (e) {
+    return `${pkg} did not load: ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+/** Probes which backends can run here, without switching to any of them. */
+export function probeBackends(): BackendStatus[] {
+  return BACKEND_ORDER.map((name): BackendStatus => {
+    if (name === 'cpu') return { name, available: true };
+    if (name === 'wasm') {
+      try {
+        wasmDir();
+        return { name, available: true };
+      } catch (e) {
+        return { name, available: false, reason: (e as Error).message };
+      }
+    }
+    const pkg = NATIVE_PACKAGE[name]!;
+    try {
+      requireHere.resolve(pkg);
+    } catch {
+      return { name, available: false, reason: `${pkg} is not installed` };
+    }
+    return { name, available: true, reason: 'installed; loads on first use' };
+  });
+}
+
+/**
+ * The Emscripten glue of the WASM backend installs process-wide 'uncaughtException' and
+ * 'unhandledRejection' handlers that rethrow, which makes Node print the whole minified glue
+ * file with any later error. The engine handles its own errors, so those handlers are removed.
+ */
+function withoutGlueHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  const events = ['uncaughtException', 'unhandledRejection'];
+  const emitter = process as unknown as NodeJS.EventEmitter;
+  const before = new Map(events.map((e) => [e, new Set(emitter.listeners(e))]));
+  return fn().finally(() => {
+    for (const e of events) {
+      for (const l of emitter.listeners(e)) {
+        if (!before.get(e)!.has(l)) emitter.removeListener(e, l as (...args: unknown[]) => void);
+      }
+    }
+  });
+}
+
+async function activate(name: BackendName): Promise<void> {
+  return withoutGlueHandlers(() => activateInner(name));
+}
+
+async function activateInner(name: BackendName): Promise<void> {
+  if (name === 'wasm') {
+    setWasmPaths(wasmDir());
+  } else if (name === 'node' || name === 'node-gpu') {
+    const err = tryNative(name);
+    if (err) throw new FactLensError('BACKEND_UNAVAILABLE', err, { backend: name });
+  }
+  const ok = await tf.setBackend(TFJS_NAME[name]);
+  if (!ok || tf.getBackend() !== TFJS_NAME[name]) {
+    throw new FactLensError('BACKEND_UNAVAILABLE', `backend '${name}' failed to initialise`, { backend: name });
+  }
+  await tf.ready();
+}
+
+/**
+ * Selects a backend: the forced one (an error if it cannot run) or the first of
+ * BACKEND_ORDER that initialises. Returns the name in use.
+ */
+export async function selectBackend(forced?: string): Promise<BackendName> {
+  if (forced) {
+    if (!(BACKEND_ORDER as readonly string[]).includes(forced)) {
+      throw new FactLensError(
+        'INVALID_ARGUMENT',
+        `unknown backend '${forced}'; choose one of ${BACKEND_ORDER.join(', ')}`,
+        { field: 'backend' },
+      );
+    }
+    if (active === forced) return active;
+    await activate(forced as BackendName);
+    active = forced as BackendName;
+    return active;
+  }
+  if (active) return active;
+  const failures: string[] = [];
+  for (const name of BACKEND_ORDER) {
+    try {
+      await activate(name);
+      active = name;
+      return name;
+    } catch (e) {
+      failures.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  throw new FactLensError('BACKEND_UNAVAILABLE', `no backend could start:\n${failures.join('\n')}`);
+}
+
+export function activeBackend(): BackendName | null {
+  return active;
+}
+
+/** The WASM heap is capped at 4 GB (tfjs-backend-wasm's getHeapMax). */
+export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
+
+/**
+ * Bytes a model of `parameters` float32 parameters needs on a backend, roughly: the weights,
+ * XNNPACK's packed copy of every matrix on WASM, plus the transposed unembedding.
+ */
+export function estimateModelBytes(parameters: number, backend: BackendName, unembedParams: number): number {
+  const weights = parameters * 4 + unembedParams * 4;
+  return backend === 'wasm' ? weights * 2 : weights;
+}
+
+/** Throws MODEL_TOO_LARGE before loading a model that cannot fit the backend. */
+export function checkFits(parameters: number, unembedParams: number, backend: BackendName, modelDir: string): void {
+  if (backend !== 'wasm') return;
+  const need = estimateModelBytes(parameters, backend, unembedParams);
+  if (need > WASM_HEAP_BYTES * 0.9) {
+    throw new FactLensError(
+      'MODEL_TOO_LARGE',
+      `the model in ${modelDir} has ${(parameters / 1e6).toFixed(0)}M parameters and needs about ` +
+        `${(need / 1024 ** 3).toFixed(1)} GB on the WASM backend, whose heap is capped at 4 GB. ` +
+        `Run it on 'node-gpu' or 'node' (install @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node), ` +
+        `or on 'cpu' (slow, but limited only by system memory).`,
+      { file: modelDir, backend, bytesNeeded: need },
+    );
+  }
+}

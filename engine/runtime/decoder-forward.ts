@@ -1,0 +1,195 @@
+/**
+ * The one forward implementation, split into the pieces callers compose: embedding, one
+ * block (with optional past keys/values), the final norm and the unembedding. Every
+ * activation site passes through the caller's hook. All ops are differentiable and avoid the
+ * tfjs pitfalls measured in docs/tfjs-backends.md: activations are gathered with one-hot
+ * matmuls (gather's gradient is missing on WASM), the causal mask is a constant additive
+ * tensor (bandPart has no gradient), and weight matmuls are 2-D and non-transposed.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { BlockWeights, DecoderConfig, DecoderWeights, NormWeights } from '../model/decoder.js';
+import { site, type Hook } from './sites.js';
+
+export interface KV {
+  /** [B, nKvHead, Tk, headDim] */
+  k: tf.Tensor4D;
+  v: tf.Tensor4D;
+}
+
+export interface DecoderModel {
+  config: DecoderConfig;
+  weights: DecoderWeights;
+}
+
+const NEG_INF = -1e9;
+
+export function norm(cfg: DecoderConfig, w: NormWeights, x: tf.Tensor): tf.Tensor {
+  if (cfg.norm === 'rmsnorm') {
+    const ms = tf.mean(tf.square(x), -1, true);
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, cfg.normEps))), w.g);
+  }
+  const mean = tf.mean(x, -1, true);
+  const xc = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(xc), -1, true);
+  const y = tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, cfg.normEps))), w.g);
+  return w.b ? tf.add(y, w.b) : y;
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+export function activation(kind: DecoderConfig['act'], x: tf.Tensor): tf.Tensor {
+  switch (kind) {
+    case 'gelu_new': {
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), GELU_C);
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+    }
+    case 'gelu':
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+    case 'relu':
+      return tf.relu(x);
+    case 'silu':
+      return tf.mul(x, tf.sigmoid(x));
+  }
+}
+
+function linear(x2d: tf.Tensor2D, w: { w: tf.Tensor2D; b?: tf.Tensor1D }): tf.Tensor2D {
+  const y = tf.matMul(x2d, w.w) as tf.Tensor2D;
+  return w.b ? (tf.add(y, w.b) as tf.Tensor2D) : y;
+}
+
+/**
+ * Positions and the additive attention bias for a padded batch.
+ * `keyMask[b][j]` = 1 where key j (past keys first, then the new tokens) is a real token.
+ * Query i of row b sits at key index `pastLen + i`; it may see key j when j ≤ that index and
+ * the key is real. Rows whose query is a pad token see nothing real; their outputs are unused.
+ */
+export function attentionBias(keyMask: number[][], pastLen: number, tq: number): tf.Tensor4D {
+  const b = keyMask.length;
+  const tk = pastLen + tq;
+  const data = new Float32Array(b * tq * tk);
+  for (let r = 0; r < b; r++) {
+    for (let i = 0; i < tq; i++) {
+      const base = (r * tq + i) * tk;
+      for (let j = 0; j < tk; j++) {
+        data[base + j] = j <= pastLen + i && keyMask[r][j] ? 0 : NEG_INF;
+      }
+    }
+  }
+  return tf.tensor4d(data, [b, 1, tq, tk]);
+}
+
+/** Token embeddings (site hook_embed), plus learned position embeddings where the model has them. */
+export function embed(m: DecoderModel, ids: tf.Tensor2D, positions: tf.Tensor2D, hook?: Hook): tf.Tensor3D {
+  const [b, t] = ids.shape;
+  const d = m.config.dModel;
+  let tok = tf.reshape(tf.gather(m.weights.wte, tf.reshape(ids, [-1])), [b, t, d]) as tf.Tensor3D;
+  if (hook) tok = hook(site.embed, tok);
+  if (m.weights.wpe) {
+    const pos = tf.reshape(tf.gather(m.weights.wpe, tf.reshape(positions, [-1])), [b, t, d]);
+    return tf.add(tok, pos);
+  }
+  return tok;
+}
+
+function splitHeads(x2d: tf.Tensor2D, b: number, t: number, heads: number, dh: number): tf.Tensor4D {
+  return tf.transpose(tf.reshape(x2d, [b, t, heads, dh]), [0, 2, 1, 3]);
+}
+
+function attention(
+  cfg: DecoderConfig,
+  w: BlockWeights,
+  x: tf.Tensor3D,
+  bias: tf.Tensor4D,
+  past: KV | undefined,
+): { out: tf.Tensor3D; kv: KV } {
+  const [b, t, d] = x.shape;
+  const { nHead: h, nKvHead: hkv, headDim: dh } = cfg;
+  const qkv = linear(tf.reshape(x, [b * t, d]), w.qkv);
+  const q = splitHeads(tf.slice(qkv, [0, 0], [b * t, h * dh]), b, t, h, dh);
+  let k = splitHeads(tf.slice(qkv, [0, h * dh], [b * t, hkv * dh]), b, t, hkv, dh);
+  let v = splitHeads(tf.slice(qkv, [0, (h + hkv) * dh], [b * t, hkv * dh]), b, t, hkv, dh);
+  if (cfg.positional.kind !== 'learned') {
+    throw new Error(`positional encoding '${cfg.positional.kind}' is not implemented in this build`);
+  }
+  if (past) {
+    k = tf.concat([past.k, k], 2);
+    v = tf.concat([past.v, v], 2);
+  }
+  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)), bias);
+  const probs = tf.softmax(scores);
+  const ctx = tf.matMul(probs, v); // [B, H, T, dh]
+  const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * t, h * dh]) as tf.Tensor2D;
+  const out = tf.reshape(linear(merged, w.o), [b, t, d]) as tf.Tensor3D;
+  return { out, kv: { k, v } };
+}
+
+function mlp(cfg: DecoderConfig, w: BlockWeights, x: tf.Tensor3D, l: number, hook?: Hook): tf.Tensor3D {
+  const [b, t, d] = x.shape;
+  const x2 = tf.reshape(x, [b * t, d]) as tf.Tensor2D;
+  let act = activation(cfg.act, linear(x2, w.mlpIn));
+  if (cfg.gatedMlp && w.mlpGate) {
+    act = tf.mul(activation(cfg.act, linear(x2, w.mlpGate)), linear(x2, w.mlpIn));
+  }
+  let post = tf.reshape(act, [b, t, cfg.dMlp]) as tf.Tensor3D;
+  if (hook) post = hook(site.mlpPost(l), post);
+  let out = tf.reshape(linear(tf.reshape(post, [b * t, cfg.dMlp]) as tf.Tensor2D, w.mlpOut), [b, t, d]) as tf.Tensor3D;
+  if (hook) out = hook(site.mlpOut(l), out);
+  return out;
+}
+
+/** One transformer block. Returns the new residual stream and this layer's full keys/values. */
+export function block(
+  m: DecoderModel,
+  l: number,
+  h: tf.Tensor3D,
+  bias: tf.Tensor4D,
+  past?: KV,
+  hook?: Hook,
+): { h: tf.Tensor3D; kv: KV } {
+  const cfg = m.config;
+  const w = m.weights.blocks[l];
+  if (hook) h = hook(site.residPre(l), h);
+  const a = attention(cfg, w, norm(cfg, w.ln1, h) as tf.Tensor3D, bias, past);
+  let attnOut = a.out;
+  if (hook) attnOut = hook(site.attnOut(l), attnOut);
+  let out: tf.Tensor3D;
+  if (cfg.parallel === 'none') {
+    const h1 = tf.add(h, attnOut) as tf.Tensor3D;
+    out = tf.add(h1, mlp(cfg, w, norm(cfg, w.ln2 ?? w.ln1, h1) as tf.Tensor3D, l, hook));
+  } else {
+    const mlpIn = cfg.parallel === 'shared-norm' ? w.ln1 : (w.ln2 ?? w.ln1);
+    out = tf.add(tf.add(h, attnOut), mlp(cfg, w, norm(cfg, mlpIn, h) as tf.Tensor3D, l, hook));
+  }
+  if (hook) out = hook(site.residPost(l), out);
+  return { h: out, kv: a.kv };
+}
+
+/** Final norm (site ln_final.hook_normalized). */
+export function finalNorm(m: DecoderModel, h: tf.Tensor3D, hook?: Hook): tf.Tensor3D {
+  let y = norm(m.config, m.weights.lnF, h) as tf.Tensor3D;
+  if (hook) y = hook(site.finalNorm, y);
+  return y;
+}
+
+/** Logits for rows of normalised hidden states [N, d] → [N, V]. */
+export function unembed(m: DecoderModel, x2d: tf.Tensor2D): tf.Tensor2D {
+  const y = tf.matMul(x2d, m.weights.unembed) as tf.Tensor2D;
+  return m.weights.unembedBias ? (tf.add(y, m.weights.unembedBias) as tf.Tensor2D) : y;
+}
+
+/**
+ * Picks rows `index[i]` of x [N, d] as a one-hot matmul, so the gradient flows back into x on
+ * every backend (tf.gather's gradient needs UnsortedSegmentSum, which WASM lacks).
+ */
+export function selectRows(x2d: tf.Tensor2D, index: number[]): tf.Tensor2D {
+  return tf.matMul(oneHotMatrix(index, x2d.shape[0]), x2d);
+}
+
+/** A constant [index.length, depth] one-hot matrix built on the host (tf.oneHot rejects depth 1). */
+export function oneHotMatrix(index: number[], depth: number): tf.Tensor2D {
+  const m = new Float32Array(index.length * depth);
+  index.forEach((j, i) => {
+    m[i * depth + j] = 1;
+  });
+  return tf.tensor2d(m, [index.length, depth]);
+}

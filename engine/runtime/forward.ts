@@ -1,0 +1,66 @@
+/**
+ * The forward pass over a padded batch: embeddings, every block, final norm, and logits at
+ * the positions asked for. Callers own memory: wrap calls in tf.tidy (or dispose results).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { attentionBias, block, embed, finalNorm, selectRows, unembed, type DecoderModel, type KV } from './decoder-forward.js';
+import type { PaddedBatch } from './batch.js';
+import { lastIndices } from './batch.js';
+import type { Hook } from './sites.js';
+
+export interface ForwardOptions {
+  hook?: Hook;
+  /**
+   * Which (row, position) pairs to unembed. 'last' (default): each row's last real token;
+   * 'none': skip the unembedding (activation reads only).
+   */
+  logitsAt?: 'last' | 'none' | Array<[number, number]>;
+  /** Keys/values of earlier tokens (generation with a KV cache). */
+  past?: { kv: KV[]; mask: number[][] };
+  /** Return each layer's keys/values (past + new) for the next step. */
+  returnKV?: boolean;
+  /** Stop after this block: later blocks, the final norm and the logits are skipped. */
+  stopAfterLayer?: number;
+}
+
+export interface ForwardResult {
+  /** [pairs, V] in the order of `logitsAt`. */
+  logits?: tf.Tensor2D;
+  /** Final normalised hidden states [B, T, d] (absent when stopped early). */
+  hidden?: tf.Tensor3D;
+  kv?: KV[];
+  /** Key mask covering past + new tokens (for the next generation step). */
+  keyMask?: number[][];
+}
+
+export function forward(m: DecoderModel, batch: PaddedBatch, opts: ForwardOptions = {}): ForwardResult {
+  const b = batch.ids.length;
+  const t = batch.width;
+  const pastLen = opts.past ? opts.past.kv[0].k.shape[2] : 0;
+  const keyMask = opts.past ? batch.mask.map((row, r) => [...opts.past!.mask[r], ...row]) : batch.mask;
+  const pastPositions = opts.past ? opts.past.mask.map((row) => row.reduce((a, x) => a + x, 0)) : null;
+  const positions = pastPositions ? batch.positions.map((row, r) => row.map((p) => p + pastPositions[r])) : batch.positions;
+
+  const ids = tf.tensor2d(batch.ids, [b, t], 'int32');
+  const pos = tf.tensor2d(positions, [b, t], 'int32');
+  const bias = attentionBias(keyMask, pastLen, t);
+  let h = embed(m, ids, pos, opts.hook);
+  const kvs: KV[] = [];
+  const last = opts.stopAfterLayer ?? m.config.nLayer - 1;
+  for (let l = 0; l <= last; l++) {
+    const r = block(m, l, h, bias, opts.past?.kv[l], opts.hook);
+    h = r.h;
+    if (opts.returnKV) kvs.push(r.kv);
+  }
+  const result: ForwardResult = { keyMask };
+  if (opts.returnKV) result.kv = kvs;
+  if (opts.stopAfterLayer !== undefined && opts.stopAfterLayer < m.config.nLayer - 1) return result;
+  const hn = finalNorm(m, h, opts.hook);
+  result.hidden = hn;
+  const at = opts.logitsAt ?? 'last';
+  if (at === 'none') return result;
+  const pairs: Array<[number, number]> = at === 'last' ? lastIndices(batch).map((p, r) => [r, p]) : at;
+  const flat = tf.reshape(hn, [b * t, m.config.dModel]) as tf.Tensor2D;
+  result.logits = unembed(m, selectRows(flat, pairs.map(([r, p]) => r * t + p)));
+  return result;
+}

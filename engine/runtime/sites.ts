@@ -1,0 +1,53 @@
+/**
+ * Activation-site names (TransformerLens scheme, see docs/architecture.md). Every reader and
+ * writer of activations (tracing, ROME keys/values, v* deltas, MEMIT) goes through these
+ * names and the one forward pass; there is no second forward implementation.
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+
+export const SITE_EMBED = 'hook_embed';
+export const SITE_FINAL_NORM = 'ln_final.hook_normalized';
+
+export const site = {
+  embed: SITE_EMBED,
+  residPre: (l: number) => `blocks.${l}.hook_resid_pre`,
+  attnOut: (l: number) => `blocks.${l}.hook_attn_out`,
+  mlpOut: (l: number) => `blocks.${l}.hook_mlp_out`,
+  mlpPost: (l: number) => `blocks.${l}.mlp.hook_post`,
+  residPost: (l: number) => `blocks.${l}.hook_resid_post`,
+  finalNorm: SITE_FINAL_NORM,
+};
+
+/** All site names of a model with `nLayer` blocks, in forward order. */
+export function allSites(nLayer: number): string[] {
+  const out = [SITE_EMBED];
+  for (let l = 0; l < nLayer; l++) {
+    out.push(site.residPre(l), site.attnOut(l), site.mlpPost(l), site.mlpOut(l), site.residPost(l));
+  }
+  out.push(SITE_FINAL_NORM);
+  return out;
+}
+
+const SITE_RE = /^(hook_embed|ln_final\.hook_normalized|blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_mlp_out|mlp\.hook_post|hook_resid_post))$/;
+
+/** Parses a site name; null when it is not one. */
+export function parseSite(name: string): { layer: number | null; kind: string } | null {
+  const m = SITE_RE.exec(name);
+  if (!m) return null;
+  if (m[2] === undefined) return { layer: null, kind: m[1] };
+  return { layer: Number(m[2]), kind: m[3] };
+}
+
+/**
+ * A hook sees every site's activation [batch, tokens, width] as the forward pass produces it
+ * and returns the tensor the pass continues with (the same one, or a modified one).
+ */
+export type Hook = (site: string, x: tf.Tensor3D) => tf.Tensor3D;
+
+/** Runs hooks in order. */
+export function chainHooks(...hooks: Array<Hook | undefined>): Hook | undefined {
+  const hs = hooks.filter((h): h is Hook => h !== undefined);
+  if (hs.length === 0) return undefined;
+  if (hs.length === 1) return hs[0];
+  return (s, x) => hs.reduce((acc, h) => h(s, acc), x);
+}

@@ -1,0 +1,22 @@
+/** Paths to the shared reference data and small comparison helpers for golden tests. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const SHARED = path.resolve(__dirname, '..', '..', '..', 'shared');
+export const TINYWORLD = path.join(SHARED, 'tinyworld');
+export const ARCHS = path.join(SHARED, 'archs');
+
+export function readJson<T = any>(file: string): T {
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+export function relDiff(a: number, b: number): number {
+  return Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
+}
