@@ -1,0 +1,114 @@
+/**
+ * The `Tokenizer` implementation: a thin wrapper around `@huggingface/tokenizers`
+ * (pure JS, no native code), which we checked reproduces the Hugging Face (Rust)
+ * GPT-2 byte-level BPE id-for-id. The loader (load.ts) validates the files and hands
+ * this module a tokenizer.json-shaped object, built from vocab.json + merges.txt when
+ * there is no tokenizer.json.
+ */
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { FactLensError } from '../errors.js';
+import type { Tokenizer } from './types.js';
+
+/** One `added_tokens` entry of a tokenizer.json. */
+export interface AddedTokenJson {
+  id: number;
+  content: string;
+  single_word: boolean;
+  lstrip: boolean;
+  rstrip: boolean;
+  normalized: boolean;
+  special: boolean;
+}
+
+/** The parts of a Hugging Face tokenizer.json this module relies on (others pass through). */
+export interface TokenizerJson {
+  added_tokens: AddedTokenJson[];
+  normalizer: unknown;
+  pre_tokenizer: unknown;
+  post_processor: unknown;
+  decoder: unknown;
+  model: {
+    type: 'BPE';
+    vocab: Record<string, number>;
+    merges: [string, string][];
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+}
+
+export interface TokenizerMeta {
+  /** File(s) the tokenizer came from, for error messages. */
+  source: string;
+  eosId: number | null;
+}
+
+class HfBackedTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly eosId: number | null;
+  readonly specialTokens: Map<string, number>;
+  private readonly hf: HfTokenizer;
+  private readonly pieceCache = new Map<number, string>();
+
+  constructor(hf: HfTokenizer, json: TokenizerJson, meta: TokenizerMeta) {
+    this.hf = hf;
+    this.eosId = meta.eosId;
+    let maxId = -1;
+    for (const id of Object.values(json.model.vocab)) if (id > maxId) maxId = id;
+    this.specialTokens = new Map();
+    for (const t of json.added_tokens) {
+      if (t.id > maxId) maxId = t.id;
+      if (t.special) this.specialTokens.set(t.content, t.id);
+    }
+    this.vocabSize = maxId + 1;
+  }
+
+  encode(text: string): number[] {
+    if (typeof text !== 'string') {
+      throw new FactLensError('INVALID_ARGUMENT', `encode() expects a string, got ${typeof text}`, { field: 'text' });
+    }
+    if (text.length === 0) return [];
+    return this.hf.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  decode(ids: number[]): string {
+    if (!Array.isArray(ids)) {
+      throw new FactLensError('INVALID_ARGUMENT', 'decode() expects an array of token ids', { field: 'ids' });
+    }
+    for (let i = 0; i < ids.length; i++) this.checkId(ids[i], i);
+    if (ids.length === 0) return '';
+    return this.hf.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  }
+
+  tokenToString(id: number): string {
+    const cached = this.pieceCache.get(id);
+    if (cached !== undefined) return cached;
+    this.checkId(id);
+    const s = this.hf.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    this.pieceCache.set(id, s);
+    return s;
+  }
+
+  private checkId(id: unknown, index?: number): void {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.hf.id_to_token(id) === undefined) {
+      const where = index === undefined ? '' : ` at index ${index}`;
+      throw new FactLensError('INVALID_ARGUMENT', `Token id ${String(id)}${where} is not in the vocabulary (size ${this.vocabSize})`, {
+        field: 'ids',
+        id,
+        ...(index === undefined ? {} : { index }),
+      });
+    }
+  }
+}
+
+/** Wraps a validated tokenizer.json object. Throws BAD_TOKENIZER if the library rejects it. */
+export function createTokenizer(json: TokenizerJson, meta: TokenizerMeta): Tokenizer {
+  let hf: HfTokenizer;
+  try {
+    // clean_up_tokenization_spaces would default to true in the library; HF (Rust) decode does no clean-up.
+    hf = new HfTokenizer(json, { clean_up_tokenization_spaces: false });
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new FactLensError('BAD_TOKENIZER', `Unsupported tokenizer in ${meta.source}: ${msg}`, { file: meta.source });
+  }
+  return new HfBackedTokenizer(hf, json, meta);
+}
