@@ -9,6 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { BlockWeights, DecoderConfig, DecoderWeights, NormWeights } from '../model/decoder.js';
 import { site, type Hook } from './sites.js';
+import { applyRotary, rotaryTables } from './rotary.js';
 
 export interface KV {
   /** [B, nKvHead, Tk, headDim] */
@@ -95,6 +96,30 @@ function splitHeads(x2d: tf.Tensor2D, b: number, t: number, heads: number, dh: n
   return tf.transpose(tf.reshape(x2d, [b, t, heads, dh]), [0, 2, 1, 3]);
 }
 
+/**
+ * Position ids [B, Tq] of the queries, recovered from the attention bias: the number of keys
+ * a query may see (its row's real tokens up to and including itself, past keys included)
+ * minus one. For the causal + padding bias that attentionBias builds this is exactly the
+ * positions forward() computes (index among the row's real tokens, continuing after cached
+ * ones), so left padding and KV-cached generation rotate each token by its true position.
+ * Pad queries see nothing and get 0; their outputs are never used. The bias is a constant,
+ * so this adds nothing to any gradient.
+ */
+function queryPositions(bias: tf.Tensor4D): tf.Tensor2D {
+  const [b, , tq] = bias.shape;
+  const visible = tf.cast(tf.greater(bias, NEG_INF / 2), 'float32');
+  const seen = tf.sum(tf.slice(visible, [0, 0, 0, 0], [b, 1, tq, -1]), -1); // [B, 1, Tq]
+  return tf.reshape(tf.relu(tf.sub(seen, 1)), [b, tq]) as tf.Tensor2D;
+}
+
+/**
+ * Multi-head attention with optional rotary positions (applied to q and k before the past
+ * keys are joined, so the cache holds rotated keys) and grouped-query attention: query head
+ * j uses key/value head floor(j / (nHead / nKvHead)), as transformers' repeat_kv. Instead of
+ * materialising repeated keys, the `rep` query heads sharing a kv head are stacked along the
+ * time axis ([B, nKvHead, rep·Tq, dh]) so one batched matmul serves them all; the cache keeps
+ * nKvHead heads.
+ */
 function attention(
   cfg: DecoderConfig,
   w: BlockWeights,
@@ -104,32 +129,43 @@ function attention(
 ): { out: tf.Tensor3D; kv: KV } {
   const [b, t, d] = x.shape;
   const { nHead: h, nKvHead: hkv, headDim: dh } = cfg;
+  if (hkv <= 0 || h % hkv !== 0) throw new Error(`nHead ${h} is not a multiple of nKvHead ${hkv}`);
+  const rep = h / hkv;
   const qkv = linear(tf.reshape(x, [b * t, d]), w.qkv);
-  const q = splitHeads(tf.slice(qkv, [0, 0], [b * t, h * dh]), b, t, h, dh);
-  let k = splitHeads(tf.slice(qkv, [0, h * dh], [b * t, hkv * dh]), b, t, hkv, dh);
-  let v = splitHeads(tf.slice(qkv, [0, (h + hkv) * dh], [b * t, hkv * dh]), b, t, hkv, dh);
-  if (cfg.positional.kind !== 'learned') {
-    throw new Error(`positional encoding '${cfg.positional.kind}' is not implemented in this build`);
+  // [B, T, heads, dh]: rotary acts per token and head, before heads move to axis 1.
+  let q = tf.reshape(tf.slice(qkv, [0, 0], [b * t, h * dh]), [b, t, h, dh]) as tf.Tensor4D;
+  let k = tf.reshape(tf.slice(qkv, [0, h * dh], [b * t, hkv * dh]), [b, t, hkv, dh]) as tf.Tensor4D;
+  const vNew = tf.slice(qkv, [0, (h + hkv) * dh], [b * t, hkv * dh]);
+  if (cfg.positional.kind === 'rotary') {
+    const tables = rotaryTables(queryPositions(bias), dh, cfg.positional);
+    q = applyRotary(q, tables);
+    k = applyRotary(k, tables);
   }
+  let kh = tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D; // [B, hkv, T, dh]
+  let vh = splitHeads(vNew, b, t, hkv, dh);
   if (past) {
-    k = tf.concat([past.k, k], 2);
-    v = tf.concat([past.v, v], 2);
+    kh = tf.concat([past.k, kh], 2);
+    vh = tf.concat([past.v, vh], 2);
   }
-  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)), bias);
-  const probs = tf.softmax(scores);
-  const ctx = tf.matMul(probs, v); // [B, H, T, dh]
+  const tk = kh.shape[2];
+  // [B, h, T, dh] → [B, hkv, rep·T, dh]: heads g·rep … g·rep+rep-1 are contiguous.
+  const qh = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [b, hkv, rep * t, dh]);
+  const raw = tf.reshape(tf.matMul(qh, kh, false, true), [b, h, t, tk]);
+  const scores = tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), bias);
+  const probs = tf.reshape(tf.softmax(scores), [b, hkv, rep * t, tk]);
+  const ctx = tf.reshape(tf.matMul(probs, vh), [b, h, t, dh]);
   const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * t, h * dh]) as tf.Tensor2D;
   const out = tf.reshape(linear(merged, w.o), [b, t, d]) as tf.Tensor3D;
-  return { out, kv: { k, v } };
+  return { out, kv: { k: kh, v: vh } };
 }
 
 function mlp(cfg: DecoderConfig, w: BlockWeights, x: tf.Tensor3D, l: number, hook?: Hook): tf.Tensor3D {
   const [b, t, d] = x.shape;
   const x2 = tf.reshape(x, [b * t, d]) as tf.Tensor2D;
-  let act = activation(cfg.act, linear(x2, w.mlpIn));
-  if (cfg.gatedMlp && w.mlpGate) {
-    act = tf.mul(activation(cfg.act, linear(x2, w.mlpGate)), linear(x2, w.mlpIn));
-  }
+  const act =
+    cfg.gatedMlp && w.mlpGate
+      ? tf.mul(activation(cfg.act, linear(x2, w.mlpGate)), linear(x2, w.mlpIn))
+      : activation(cfg.act, linear(x2, w.mlpIn));
   let post = tf.reshape(act, [b, t, cfg.dMlp]) as tf.Tensor3D;
   if (hook) post = hook(site.mlpPost(l), post);
   let out = tf.reshape(linear(tf.reshape(post, [b * t, cfg.dMlp]) as tf.Tensor2D, w.mlpOut), [b, t, d]) as tf.Tensor3D;

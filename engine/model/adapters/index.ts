@@ -2,8 +2,11 @@
 import { FactLensError } from '../../errors.js';
 import type { ArchitectureAdapter } from './types.js';
 import { gpt2Adapter } from './gpt2.js';
+import { gptjAdapter } from './gptj.js';
+import { gptNeoxAdapter } from './gpt-neox.js';
+import { llamaAdapter, qwen2Adapter } from './llama.js';
 
-const ADAPTERS: ArchitectureAdapter[] = [gpt2Adapter];
+const ADAPTERS: ArchitectureAdapter[] = [gpt2Adapter, gptjAdapter, gptNeoxAdapter, llamaAdapter, qwen2Adapter];
 
 export function supportedModelTypes(): string[] {
   return ADAPTERS.flatMap((a) => a.modelTypes);
