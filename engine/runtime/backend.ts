@@ -9,6 +9,9 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+// The Node build of tfjs-core registers no gradients (the umbrella @tensorflow/tfjs does);
+// editing needs them.
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { FactLensError } from '../errors.js';
 

@@ -1,0 +1,238 @@
+/**
+ * The fast causal trace. Two facts make most of the naive trace redundant:
+ *  - a restoration at token t leaves every earlier position as in the corrupted run (causal
+ *    attention), so only positions t.. are recomputed, attending to the corrupted run's cached
+ *    keys/values for positions < t;
+ *  - it leaves every layer below its first change as in the corrupted run, so it starts from
+ *    the cached corrupted residual stream at that layer.
+ * Restorations of one token that agree on all changes up to layer j have identical states at
+ * layer j, so they form a prefix tree: each distinct prefix is computed once (e.g. the shared
+ * lower layers of overlapping MLP windows), and every distinct node of a layer goes through
+ * the block in one batched call.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { attentionBias, block, embed, finalNorm, selectRows, unembed, type KV } from '../runtime/decoder-forward.js';
+import { padBatch } from '../runtime/batch.js';
+import { chainHooks, site, type Hook } from '../runtime/sites.js';
+import { interventionHook, type Intervention } from '../runtime/interventions.js';
+import type { Job } from '../util/jobs.js';
+import { disposeAll, scoped } from '../util/scope.js';
+import { answerProbs, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
+import type { RawTrace } from './naive.js';
+
+/** Rows × tokens per batched block call; bounds memory on large models. */
+const MAX_BATCH_TOKENS = 4096;
+
+interface Cache {
+  /** Corrupted residual stream entering block j (j = L: the final one, before ln_f): [n, T, d]. */
+  hIn: tf.Tensor3D[];
+  kv: KV[];
+  /** Corrupted module outputs [n, T, d] by site name (only those a severed path freezes). */
+  frozen: Map<string, tf.Tensor3D>;
+  /** Clean activations [T, d] by site name. */
+  clean: Map<string, tf.Tensor2D>;
+}
+
+function modSite(m: Mod): string {
+  if (m.site === 'resid_pre') return site.residPre(m.layer);
+  return m.site === 'mlp_out' ? site.mlpOut(m.layer) : site.attnOut(m.layer);
+}
+
+function cleanSite(m: Mod): string {
+  // The clean input of block j is the clean output of block j − 1.
+  if (m.site === 'resid_pre') return site.residPost(m.layer - 1);
+  return modSite(m);
+}
+
+/** Clean run (one row) and corrupted run (n rows, block by block), keeping what restorations reuse. */
+function buildCache(p: Prepared, restorationList: Restoration[]): { cache: Cache; answerId: number; cleanProb: number; corruptedProb: number } {
+  const m = p.model;
+  const L = m.config.nLayer;
+  const T = p.ids.length;
+  const n = p.samples;
+  return scoped(() => {
+    const cleanSites = new Set<string>();
+    const frozenSites = new Set<string>();
+    for (const r of restorationList) {
+      for (const x of r.mods) {
+        if (x.source === 'clean') cleanSites.add(cleanSite(x));
+        else frozenSites.add(modSite(x));
+      }
+    }
+    // Clean run.
+    const reads = new Map<string, tf.Tensor3D>();
+    const cleanBatch = padBatch([p.ids]);
+    const ids1 = tf.tensor2d(cleanBatch.ids, [1, T], 'int32');
+    const pos1 = tf.tensor2d(cleanBatch.positions, [1, T], 'int32');
+    const bias = attentionBias([new Array(T).fill(1)], 0, T);
+    const readClean = interventionHook([...cleanSites].map((s) => ({ site: s, op: 'read' as const })), reads);
+    let h = embed(m, ids1, pos1, readClean);
+    for (let l = 0; l < L; l++) h = block(m, l, h, bias, undefined, readClean).h;
+    const cleanLogits = unembed(m, selectRows(tf.reshape(finalNorm(m, h), [T, -1]) as tf.Tensor2D, [T - 1]));
+    const cleanProbs = tf.softmax(cleanLogits).dataSync();
+    let answerId = p.expectedId ?? 0;
+    if (p.expectedId === null) for (let i = 1; i < cleanProbs.length; i++) if (cleanProbs[i] > cleanProbs[answerId]) answerId = i;
+    const clean = new Map<string, tf.Tensor2D>();
+    for (const [s, x] of reads) clean.set(s, tf.reshape(x, [T, -1]) as tf.Tensor2D);
+
+    // Corrupted run, block by block.
+    const batch = padBatch(Array.from({ length: n }, () => p.ids));
+    const ids = tf.tensor2d(batch.ids, [n, T], 'int32');
+    const pos = tf.tensor2d(batch.positions, [n, T], 'int32');
+    const positions = Array.from({ length: p.range[1] - p.range[0] }, (_, i) => p.range[0] + i);
+    const noiseHook = interventionHook([{ site: site.embed, op: 'add', positions, value: noiseTensor(p) }]);
+    const frozen = new Map<string, tf.Tensor3D>();
+    const readFrozen = interventionHook([...frozenSites].map((s) => ({ site: s, op: 'read' as const })), frozen);
+    let hc = embed(m, ids, pos, noiseHook);
+    const hIn: tf.Tensor3D[] = [];
+    const kv: KV[] = [];
+    for (let l = 0; l < L; l++) {
+      hIn.push(hc);
+      const r = block(m, l, hc, bias, undefined, readFrozen);
+      kv.push(r.kv);
+      hc = r.h;
+    }
+    hIn.push(hc);
+    const last = tf.reshape(tf.slice(finalNorm(m, hc), [0, T - 1, 0], [n, 1, -1]), [n, -1]) as tf.Tensor2D;
+    const corruptedProb = answerProbs(m, last, answerId).reduce((a, x) => a + x, 0) / n;
+    return { cache: { hIn, kv, frozen, clean }, answerId, cleanProb: cleanProbs[answerId], corruptedProb };
+  });
+}
+
+interface Node {
+  /** Restorations sharing this prefix. */
+  members: number[];
+  /** Prefix key of the parent at the previous layer, or null: start from the corrupted cache. */
+  parent: string | null;
+  /** This node's own changes at this layer. */
+  mods: Mod[];
+}
+
+/** Replacement interventions for the nodes of one batched call at one site kind. */
+function nodeInterventions(nodes: Node[], layerMods: (n: Node) => Mod[], t: number, n: number, cache: Cache): Intervention[] {
+  const out: Intervention[] = [];
+  const bySite = new Map<string, { cleanRows: number[]; frozenRows: number[]; cleanKey: string }>();
+  nodes.forEach((node, k) => {
+    for (const mod of layerMods(node)) {
+      const s = modSite(mod);
+      const entry = bySite.get(s) ?? { cleanRows: [], frozenRows: [], cleanKey: cleanSite(mod) };
+      bySite.set(s, entry);
+      const rows = Array.from({ length: n }, (_, i) => k * n + i);
+      (mod.source === 'clean' ? entry.cleanRows : entry.frozenRows).push(...rows);
+    }
+  });
+  for (const [s, { cleanRows, frozenRows, cleanKey }] of bySite) {
+    if (cleanRows.length) {
+      const value = tf.reshape(tf.slice(cache.clean.get(cleanKey)!, [t, 0], [1, -1]), [-1]);
+      out.push({ site: s, op: 'replace', rows: cleanRows, positions: [0], value });
+    }
+    if (frozenRows.length) {
+      const corrupted = tf.reshape(tf.slice(cache.frozen.get(s)!, [0, t, 0], [n, 1, -1]), [n, -1]);
+      out.push({ site: s, op: 'replace', rows: frozenRows, positions: [0], value: tf.tile(corrupted, [frozenRows.length / n, 1]) });
+    }
+  }
+  return out;
+}
+
+export async function traceFast(p: Prepared, restorationList: Restoration[], job: Job): Promise<RawTrace> {
+  const m = p.model;
+  const L = m.config.nLayer;
+  const T = p.ids.length;
+  const n = p.samples;
+  const { cache, answerId, cleanProb, corruptedProb } = buildCache(p, restorationList);
+  const scores = new Array<number>(restorationList.length).fill(NaN);
+  let tokenLayers = 2 * T * L; // the clean and the corrupted run
+  const totalWork = restorationList.length;
+  let done = 0;
+
+  // Restorations that provably change nothing get the corrupted baseline without a pass:
+  //  - before the subject, clean and corrupted runs are identical (attention is causal);
+  //  - the final residual at a token other than the last is never read.
+  const noop = (r: Restoration) =>
+    r.token < p.range[0] || r.mods.every((x) => x.site === 'resid_pre' && x.layer === L && r.token !== T - 1);
+  restorationList.forEach((r, i) => {
+    if (noop(r)) {
+      scores[i] = corruptedProb;
+      done++;
+    }
+  });
+
+  try {
+    for (let t = 0; t < T; t++) {
+      const mine = restorationList.map((r, i) => ({ r, i })).filter(({ r, i }) => r.token === t && Number.isNaN(scores[i]));
+      if (mine.length === 0) continue;
+      const first = new Map(mine.map(({ r, i }) => [i, Math.min(...r.mods.map((x) => x.layer))]));
+      const key = (r: Restoration, j: number) =>
+        r.mods
+          .filter((x) => x.layer <= j)
+          .map((x) => `${x.layer}:${x.site}:${x.source}`)
+          .sort()
+          .join('|');
+      const Tq = T - t;
+      const bias = attentionBias([new Array(T).fill(1)], t, Tq);
+      let states = new Map<string, tf.Tensor3D>();
+      for (let j = 0; j <= L; j++) {
+        const active = mine.filter(({ i }) => first.get(i)! <= j);
+        if (active.length === 0) continue;
+        const nodes = new Map<string, Node>();
+        for (const { r, i } of active) {
+          const k = key(r, j);
+          const node = nodes.get(k);
+          if (node) node.members.push(i);
+          else nodes.set(k, { members: [i], parent: first.get(i)! < j ? key(r, j - 1) : null, mods: r.mods.filter((x) => x.layer === j) });
+        }
+        const list = [...nodes.entries()];
+        const perCall = Math.max(1, Math.floor(MAX_BATCH_TOKENS / (n * Tq)));
+        const next = new Map<string, tf.Tensor3D>();
+        for (let c = 0; c < list.length; c += perCall) {
+          const chunk = list.slice(c, c + perCall);
+          const chunkNodes = chunk.map(([, node]) => node);
+          const result = scoped(() => {
+            const inputs = chunkNodes.map((node) =>
+              node.parent === null ? tf.slice(cache.hIn[j], [0, t, 0], [n, Tq, -1]) : states.get(node.parent)!,
+            );
+            let x = (inputs.length === 1 ? inputs[0] : tf.concat(inputs, 0)) as tf.Tensor3D;
+            // Restored block inputs (hidden-state restorations) at position t = local 0.
+            const residIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site === 'resid_pre'), t, n, cache);
+            if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);
+            if (j === L) {
+              const lastRows = tf.reshape(tf.slice(finalNorm(m, x), [0, Tq - 1, 0], [-1, 1, -1]), [x.shape[0], -1]) as tf.Tensor2D;
+              return { probs: answerProbs(m, lastRows, answerId) };
+            }
+            const blockIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site !== 'resid_pre'), t, n, cache);
+            const hook: Hook | undefined = blockIv.length ? interventionHook(blockIv) : undefined;
+            const rowsTotal = x.shape[0];
+            const past: KV | undefined =
+              t === 0
+                ? undefined
+                : {
+                    k: tf.tile(tf.slice(cache.kv[j].k, [0, 0, 0, 0], [n, -1, t, -1]), [rowsTotal / n, 1, 1, 1]) as tf.Tensor4D,
+                    v: tf.tile(tf.slice(cache.kv[j].v, [0, 0, 0, 0], [n, -1, t, -1]), [rowsTotal / n, 1, 1, 1]) as tf.Tensor4D,
+                  };
+            const out = block(m, j, x, bias, past, chainHooks(hook)).h;
+            return { states: chunkNodes.map((_, k) => tf.slice(out, [k * n, 0, 0], [n, -1, -1]) as tf.Tensor3D) };
+          });
+          if (j === L) {
+            chunkNodes.forEach((node, k) => {
+              let s = 0;
+              for (let i = 0; i < n; i++) s += result.probs![k * n + i];
+              for (const member of node.members) scores[member] = s / n;
+              done += node.members.length;
+            });
+          } else {
+            tokenLayers += chunkNodes.length * Tq;
+            chunk.forEach(([k], idx) => next.set(k, result.states![idx]));
+          }
+          await job.checkpoint(done / totalWork, `trace: token ${t + 1}/${T}, layer ${Math.min(j + 1, L)}/${L}`);
+        }
+        disposeAll(states);
+        states = next;
+      }
+      disposeAll(states);
+      bias.dispose();
+    }
+  } finally {
+    disposeAll(cache);
+  }
+  return { answerId, cleanProb, corruptedProb, scores, tokenLayers };
+}

@@ -1,0 +1,56 @@
+/** Causal tracing (rome-spec §1): `trace()` for one prompt, fast by default, naive on request. */
+import type { LoadedModel } from '../model/load.js';
+import { Job, type JobControl } from '../util/jobs.js';
+import { prepare, restorations } from './prepare.js';
+import { traceFast } from './fast.js';
+import { traceNaive } from './naive.js';
+import type { TraceKind, TraceOptions, TraceResult } from './types.js';
+
+export * from './types.js';
+export { parseMarkedPrompt } from './marked.js';
+
+export async function trace(model: LoadedModel, prompt: string, opts: TraceOptions = {}, control: JobControl = {}): Promise<TraceResult> {
+  const started = performance.now();
+  const p = prepare(model, prompt, opts);
+  const list = restorations(p);
+  const job = new Job(control, 'trace');
+  const method = opts.method ?? 'fast';
+  const raw = method === 'naive' ? await traceNaive(p, list, job) : await traceFast(p, list, job);
+  const T = p.ids.length;
+  const L = model.config.nLayer;
+  const grid = () => Array.from({ length: T }, () => new Array<number>(L).fill(NaN));
+  const scores: Partial<Record<TraceKind, number[][]>> = {};
+  const severed: Partial<Record<'mlp' | 'attn', number[][]>> = {};
+  list.forEach((r, i) => {
+    const { kind, token, layer } = r.target;
+    if (kind === 'sever-mlp' || kind === 'sever-attn') {
+      const k = kind === 'sever-mlp' ? 'mlp' : 'attn';
+      (severed[k] ??= grid())[token][layer] = raw.scores[i];
+    } else {
+      (scores[kind] ??= grid())[token][layer] = raw.scores[i];
+    }
+  });
+  const naiveWork = (list.length + 1) * T * L;
+  return {
+    prompt,
+    subject: p.subject,
+    ids: p.ids,
+    tokens: p.ids.map((id) => model.tokenizer.tokenToString(id)),
+    subject_range: p.range,
+    answer: { id: raw.answerId, token: model.tokenizer.tokenToString(raw.answerId), prob: raw.cleanProb },
+    answer_id: raw.answerId,
+    clean_prob: raw.cleanProb,
+    corrupted_prob: raw.corruptedProb,
+    noise_scale: p.scale,
+    noise_source: p.scaleSource,
+    samples: p.samples,
+    window: p.window,
+    kinds: p.kinds,
+    scores,
+    ...(p.sever.length ? { severed } : {}),
+    method,
+    backend: model.backend,
+    elapsed_ms: Math.round(performance.now() - started),
+    work: { token_layers: raw.tokenLayers, naive_token_layers: naiveWork },
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * The naive causal trace (rome-spec §1.12): one full forward pass of the (samples + 1)-row
+ * batch per restoration, row 0 clean and the others corrupted, restored values copied from
+ * row 0 of the same batch. Slow, and kept as the reference the fast method is tested against.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { forward } from '../runtime/forward.js';
+import { padBatch } from '../runtime/batch.js';
+import { chainHooks, site, type Hook } from '../runtime/sites.js';
+import { interventionHook } from '../runtime/interventions.js';
+import type { Job } from '../util/jobs.js';
+import { disposeAll } from '../util/scope.js';
+import { answerProbs, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
+
+export interface RawTrace {
+  answerId: number;
+  cleanProb: number;
+  corruptedProb: number;
+  /** One score per restoration, in the order given. */
+  scores: number[];
+  /** Token-layer block evaluations per corrupted row. */
+  tokenLayers: number;
+}
+
+function siteOf(m: Mod): string {
+  if (m.site === 'resid_pre') return site.residPost(m.layer - 1);
+  return m.site === 'mlp_out' ? site.mlpOut(m.layer) : site.attnOut(m.layer);
+}
+
+export async function traceNaive(p: Prepared, restorationList: Restoration[], job: Job): Promise<RawTrace> {
+  const m = p.model;
+  const n = p.samples;
+  const T = p.ids.length;
+  const L = m.config.nLayer;
+  const d = m.config.dModel;
+  const rows = Array.from({ length: n }, (_, i) => i + 1);
+  const batch = padBatch(Array.from({ length: n + 1 }, () => p.ids));
+  const noise = noiseTensor(p);
+  const positions = Array.from({ length: p.range[1] - p.range[0] }, (_, i) => p.range[0] + i);
+  const noiseHook = interventionHook([{ site: site.embed, op: 'add', rows, positions, value: noise }]);
+  const needsCorrupted = restorationList.some((r) => r.mods.some((x) => x.source === 'corrupted'));
+
+  // The run with nothing restored: clean row 0 gives the answer, rows 1.. the corrupted baseline,
+  // and (for severed paths) the corrupted module outputs to freeze.
+  const frozenSites = new Set<string>();
+  for (const r of restorationList) for (const x of r.mods) if (x.source === 'corrupted') frozenSites.add(siteOf(x));
+  const reads = new Map<string, tf.Tensor3D>();
+  const base = tf.tidy(() => {
+    const readHook = needsCorrupted
+      ? interventionHook([...frozenSites].map((s) => ({ site: s, op: 'read' as const })), reads)
+      : undefined;
+    const logits = forward(m, batch, { hook: chainHooks(noiseHook, readHook) }).logits!;
+    for (const t of reads.values()) tf.keep(t);
+    return tf.softmax(logits).arraySync() as number[][];
+  });
+  const clean = base[0];
+  let answerId = p.expectedId ?? 0;
+  if (p.expectedId === null) for (let i = 1; i < clean.length; i++) if (clean[i] > clean[answerId]) answerId = i;
+  const corruptedProb = base.slice(1).reduce((a, row) => a + row[answerId], 0) / n;
+
+  const scores: number[] = [];
+  for (let i = 0; i < restorationList.length; i++) {
+    const r = restorationList[i];
+    const t = r.token;
+    const restore: Hook = (s, x) => {
+      for (const mod of r.mods) {
+        if (siteOf(mod) !== s) continue;
+        const value =
+          mod.source === 'clean'
+            ? tf.reshape(tf.slice(x, [0, t, 0], [1, 1, d]), [d])
+            : tf.reshape(tf.slice(reads.get(s)!, [1, t, 0], [n, 1, d]), [n, d]);
+        x = interventionHook([{ site: s, op: 'replace', rows, positions: [t], value }])(s, x);
+      }
+      return x;
+    };
+    const score = tf.tidy(() => {
+      const res = forward(m, batch, { hook: chainHooks(noiseHook, restore), logitsAt: 'none' });
+      const last = tf.reshape(tf.slice(res.hidden!, [1, T - 1, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;
+      return answerProbs(m, last, answerId).reduce((a, x) => a + x, 0) / n;
+    });
+    scores.push(score);
+    await job.checkpoint((i + 1) / restorationList.length, `naive trace: ${i + 1}/${restorationList.length} restorations`);
+  }
+  noise.dispose();
+  disposeAll(reads);
+  return {
+    answerId,
+    cleanProb: clean[answerId],
+    corruptedProb,
+    scores,
+    tokenLayers: (restorationList.length + 1) * T * L,
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * Corruption noise for causal tracing (rome-spec §1.5): the scale ν (3σ of subject token
+ * embeddings, or a number) and the standard-normal values, seeded so every run of one trace
+ * sees the same noise.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { FactLensError } from '../errors.js';
+import type { LoadedModel } from '../model/load.js';
+import { Rng } from '../util/rng.js';
+
+/** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
+export function modelSubjects(dir: string): { subjects: string[]; source: string } | null {
+  const facts = path.join(dir, 'facts.jsonl');
+  if (fs.existsSync(facts)) {
+    const subjects: string[] = [];
+    fs.readFileSync(facts, 'utf8')
+      .split('\n')
+      .forEach((line) => {
+        if (!line.trim()) return;
+        const rec = JSON.parse(line) as { subject?: unknown };
+        if (typeof rec.subject === 'string') subjects.push(rec.subject);
+      });
+    // Each distinct subject once (the reference set is the subjects, not the fact lines).
+    return { subjects: [...new Set(subjects)], source: `facts.jsonl of ${path.basename(dir)}` };
+  }
+  const list = path.join(dir, 'subjects.txt');
+  if (fs.existsSync(list)) {
+    const subjects = fs.readFileSync(list, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+    return { subjects: [...new Set(subjects)], source: `subjects.txt of ${path.basename(dir)}` };
+  }
+  return null;
+}
+
+const scaleCache = new WeakMap<LoadedModel, Map<string, { scale: number; source: string }>>();
+
+/**
+ * 3 × the standard deviation of all token-embedding values of the subjects (each tokenized
+ * alone, no leading space; rome-spec §1.5). Without a subject set: over the whole embedding
+ * matrix, which the result then says.
+ */
+export function threeSigma(model: LoadedModel, subjects?: string[]): { scale: number; source: string } {
+  let set = subjects ? { subjects, source: `${subjects.length} given subjects` } : modelSubjects(model.dir);
+  const key = set ? set.subjects.join('\u0000') : '*';
+  const memo = scaleCache.get(model) ?? new Map();
+  scaleCache.set(model, memo);
+  if (memo.has(key)) return memo.get(key)!;
+  let result: { scale: number; source: string };
+  if (set && set.subjects.length > 0) {
+    const ids: number[] = [];
+    for (const s of set.subjects) ids.push(...model.tokenizer.encode(s));
+    const rows = tf.tidy(() => tf.gather(model.weights.wte, tf.tensor1d(ids, 'int32')).dataSync() as Float32Array);
+    result = { scale: 3 * std(rows), source: `3σ of the token embeddings of ${set.subjects.length} subjects (${set.source})` };
+  } else {
+    const all = model.weights.wte.dataSync() as Float32Array;
+    result = { scale: 3 * std(all), source: '3σ of all token embeddings (the model folder has no subject set)' };
+  }
+  memo.set(key, result);
+  return result;
+}
+
+/** Population standard deviation in float64 (as numpy's std). */
+function std(x: Float32Array): number {
+  let mean = 0;
+  for (let i = 0; i < x.length; i++) mean += x[i];
+  mean /= x.length;
+  let ss = 0;
+  for (let i = 0; i < x.length; i++) ss += (x[i] - mean) ** 2;
+  return Math.sqrt(ss / x.length);
+}
+
+/** Standard-normal noise [samples][tokens][width], flattened; from the values given or a seed. */
+export function noiseValues(
+  samples: number,
+  tokens: number,
+  width: number,
+  given: number[][][] | undefined,
+  seed: number,
+): Float32Array {
+  const out = new Float32Array(samples * tokens * width);
+  if (!given) {
+    const rng = new Rng(seed);
+    for (let i = 0; i < out.length; i++) out[i] = rng.normal();
+    return out;
+  }
+  const shapeErr = (what: string) =>
+    new FactLensError('INVALID_ARGUMENT', `noise values: ${what}; expected [${samples}][${tokens}][${width}]`, {
+      field: 'noise',
+    });
+  if (!Array.isArray(given) || given.length !== samples) throw shapeErr(`${Array.isArray(given) ? given.length : 'no'} samples`);
+  given.forEach((s, i) => {
+    if (!Array.isArray(s) || s.length !== tokens) throw shapeErr(`sample ${i} has ${Array.isArray(s) ? s.length : 'no'} tokens`);
+    s.forEach((row, j) => {
+      if (!Array.isArray(row) || row.length !== width) throw shapeErr(`sample ${i} token ${j} has width ${Array.isArray(row) ? row.length : 'none'}`);
+      for (let k = 0; k < width; k++) {
+        const v = row[k];
+        if (typeof v !== 'number' || !Number.isFinite(v)) throw shapeErr(`sample ${i} token ${j} value ${k} is not a finite number`);
+        out[(i * tokens + j) * width + k] = v;
+      }
+    });
+  });
+  return out;
+}

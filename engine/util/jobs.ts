@@ -1,0 +1,35 @@
+/**
+ * Progress and cancellation for long jobs (traces, edits, statistics, evaluation). The CLI
+ * prints progress to stderr; the engine process turns it into $/progress notifications and
+ * flips `cancelled` on $/cancelRequest. Jobs call `checkpoint()` between units of work, which
+ * also yields to the event loop so a cancellation message can arrive.
+ */
+import { FactLensError } from '../errors.js';
+
+export interface JobControl {
+  /** Set to true to ask the job to stop at its next checkpoint. */
+  cancelled?: boolean;
+  onProgress?: (fraction: number, message: string) => void;
+}
+
+export class Job {
+  private lastReport = 0;
+  constructor(private readonly control: JobControl = {}, private readonly what = 'job') {}
+
+  /** Reports progress (rate-limited to ~10/s) and throws CANCELLED when asked to stop. */
+  async checkpoint(fraction: number, message: string): Promise<void> {
+    const now = Date.now();
+    if (this.control.onProgress && (now - this.lastReport > 100 || fraction >= 1)) {
+      this.lastReport = now;
+      this.control.onProgress(Math.max(0, Math.min(1, fraction)), message);
+    }
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.throwIfCancelled();
+  }
+
+  throwIfCancelled(): void {
+    if (this.control.cancelled) {
+      throw new FactLensError('CANCELLED', `${this.what} was cancelled`);
+    }
+  }
+}
