@@ -32,6 +32,8 @@ export function defaultModelDir(): string {
     path.resolve(__dirname, '..', 'assets', 'tinyworld'),
     path.resolve(__dirname, 'assets', 'tinyworld'),
     path.resolve(__dirname, '..', 'engine', 'assets', 'tinyworld'),
+    // The CLI bundle: dist/engine/cli.js → engine/assets/tinyworld.
+    path.resolve(__dirname, '..', '..', 'engine', 'assets', 'tinyworld'),
   ];
   for (const c of candidates) if (fs.existsSync(path.join(c, 'config.json'))) return c;
   return candidates[0];

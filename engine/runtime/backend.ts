@@ -59,9 +59,32 @@ function wasmDir(): string {
   });
 }
 
+/**
+ * Whether a native package's addon was built: its install script downloads libtensorflow and
+ * builds lib/napi-v*\/tfjs_binding.node. Requiring a package without it pulls in a second
+ * tfjs copy that re-registers every kernel (hundreds of warnings) before failing, so check first.
+ */
+function nativeBindingMissing(pkg: string): string | null {
+  let dir: string;
+  try {
+    dir = path.dirname(requireHere.resolve(`${pkg}/package.json`));
+  } catch {
+    return `${pkg} is not installed`;
+  }
+  const lib = path.join(dir, 'lib');
+  const found =
+    fs.existsSync(lib) &&
+    fs.readdirSync(lib).some((d) => d.startsWith('napi-v') && fs.existsSync(path.join(lib, d, 'tfjs_binding.node')));
+  return found
+    ? null
+    : `${pkg} is installed but its native addon was not built (its install script downloads libtensorflow; run \`npm rebuild ${pkg}\` where that download works)`;
+}
+
 function tryNative(name: BackendName): string | null {
   const pkg = NATIVE_PACKAGE[name];
   if (!pkg) return null;
+  const missing = nativeBindingMissing(pkg);
+  if (missing) return missing;
   try {
     // Loading the package registers the 'tensorflow' backend as a side effect.
     requireHere(pkg);
@@ -83,12 +106,8 @@ export function probeBackends(): BackendStatus[] {
         return { name, available: false, reason: (e as Error).message };
       }
     }
-    const pkg = NATIVE_PACKAGE[name]!;
-    try {
-      requireHere.resolve(pkg);
-    } catch {
-      return { name, available: false, reason: `${pkg} is not installed` };
-    }
+    const missing = nativeBindingMissing(NATIVE_PACKAGE[name]!);
+    if (missing) return { name, available: false, reason: missing };
     return { name, available: true, reason: 'installed; loads on first use' };
   });
 }

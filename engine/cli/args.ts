@@ -1,0 +1,99 @@
+/**
+ * Argument parsing for the `factlens` command, on top of `node:util` parseArgs. Each command
+ * declares its options once (type, short flag, value name, description, allowed values);
+ * the same table drives parsing, validation and the help text.
+ */
+import { parseArgs } from 'node:util';
+
+/** Bad command-line usage: printed with the command's usage line, exit code 2. */
+export class UsageError extends Error {
+  /** The command whose usage to show (undefined: the top-level usage). */
+  readonly command?: string;
+  constructor(message: string, command?: string) {
+    super(message);
+    this.name = 'UsageError';
+    this.command = command;
+  }
+}
+
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  multiple?: boolean;
+  default?: string | boolean;
+  /** Placeholder for the value in help, e.g. DIR, K, NAME. */
+  valueName?: string;
+  description: string;
+  /** Allowed values of a string option; anything else is a usage error. */
+  choices?: readonly string[];
+}
+
+export type OptionsSpec = Record<string, OptionSpec>;
+
+export interface ParsedArgs {
+  values: Record<string, string | boolean | string[] | boolean[] | undefined>;
+  positionals: string[];
+}
+
+/** Parses `argv` against `options`; unknown options, missing values and bad choices throw UsageError. */
+export function parseCommandArgs(argv: string[], options: OptionsSpec, command?: string): ParsedArgs {
+  const config: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean; default?: string | boolean }> = {};
+  for (const [name, o] of Object.entries(options)) {
+    config[name] = { type: o.type };
+    if (o.short) config[name].short = o.short;
+    if (o.multiple) config[name].multiple = true;
+    if (o.default !== undefined) config[name].default = o.default;
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options: config as never, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(cleanParseError(e as Error & { code?: string }), command);
+  }
+  const values = parsed.values as ParsedArgs['values'];
+  for (const [name, o] of Object.entries(options)) {
+    const v = values[name];
+    if (!o.choices || v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) {
+      if (!o.choices.includes(String(one))) {
+        throw new UsageError(`--${name} must be one of ${o.choices.join(', ')}, not '${one}'`, command);
+      }
+    }
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** parseArgs messages mention internals ("To specify a positional argument ..."): keep the first sentence. */
+function cleanParseError(e: Error & { code?: string }): string {
+  const msg = e.message;
+  const unknown = /^Unknown option '([^']+)'/.exec(msg);
+  if (unknown) return `unknown option '${unknown[1]}'`;
+  const missing = /^Option '([^']+)' argument missing/.exec(msg);
+  if (missing) return `option '${missing[1].replace(/^-\w, /, '').replace(/ <value>$/, '')}' needs a value`;
+  const noValue = /^Option '([^']+)' does not take an argument/.exec(msg);
+  if (noValue) return `option '${noValue[1].replace(/^-\w, /, '')}' does not take a value`;
+  return msg.split('. ')[0];
+}
+
+/** A positive integer option value, or a usage error naming the option. */
+export function intOption(value: unknown, name: string, fallback: number, command?: string, min = 1): number {
+  if (value === undefined) return fallback;
+  const s = String(value);
+  if (!/^\d+$/.test(s) || Number(s) < min || !Number.isSafeInteger(Number(s))) {
+    throw new UsageError(`--${name} needs a whole number ≥ ${min}, not '${s}'`, command);
+  }
+  return Number(s);
+}
+
+/** Help lines for an options table, aligned. */
+export function formatOptions(options: OptionsSpec): string[] {
+  const rows = Object.entries(options).map(([name, o]) => {
+    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ` ${o.valueName ?? 'VALUE'}` : ''}`;
+    let desc = o.description;
+    if (o.choices) desc += ` (${o.choices.join(', ')})`;
+    if (o.default !== undefined && o.default !== false) desc += ` [default: ${o.default}]`;
+    return [flag, desc] as const;
+  });
+  const w = Math.max(0, ...rows.map(([f]) => f.length));
+  return rows.map(([f, d]) => `  ${f.padEnd(w)}  ${d}`);
+}
