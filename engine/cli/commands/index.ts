@@ -6,11 +6,15 @@
  */
 import type { Command } from '../types.js';
 import * as predict from './predict.js';
+import * as trace from './trace.js';
+import * as traceAvg from './trace-avg.js';
 import * as version from './version.js';
 
 export const COMMANDS: readonly Command[] = [
   predict,
-  // trace, trace-avg, edit, eval, serve: to come
+  trace,
+  traceAvg,
+  // edit, eval, serve: to come
   version,
 ];
 

@@ -1,0 +1,164 @@
+/**
+ * Golden parity with Hugging Face transformers: top-10 ids, log-probs (1e-4 absolute) and the
+ * last token's hidden-state norms (1e-4 relative) at every entry of `hidden_states`, on the
+ * embedded tinyworld model (float16 file, float32 compute) and the GPT-2 architecture fixtures.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { forward } from '../engine/runtime/forward.js';
+import { padBatch } from '../engine/runtime/batch.js';
+import { interventionHook } from '../engine/runtime/interventions.js';
+import { site } from '../engine/runtime/sites.js';
+import type { LoadedModel } from '../engine/model/load.js';
+import { ARCHS, TINYWORLD, readJson, relDiff } from './helpers/golden.js';
+import { model } from './helpers/model.js';
+import { tinyworldForwardReference } from './helpers/reference.js';
+
+interface Case {
+  ids: number[];
+  top10_ids: number[];
+  top10_logprobs: number[];
+  last_logits_first8: number[];
+  hidden_last_token_norms: number[];
+  hidden_last_token_first8: number[][];
+}
+
+/** Runs one case and returns log-probs, raw logits and the hidden-state entries of the last token. */
+function run(m: LoadedModel, ids: number[]) {
+  return tf.tidy(() => {
+    const reads = new Map<string, tf.Tensor3D>();
+    const L = m.config.nLayer;
+    const hook = interventionHook(
+      [site.residPre(0), ...Array.from({ length: L - 1 }, (_, l) => site.residPost(l)), site.finalNorm].map((s) => ({
+        site: s,
+        op: 'read' as const,
+      })),
+      reads,
+    );
+    const res = forward(m, padBatch([ids]), { hook });
+    const t = ids.length - 1;
+    const entries = [site.residPre(0), ...Array.from({ length: L - 1 }, (_, l) => site.residPost(l)), site.finalNorm].map(
+      (s) => Array.from(tf.slice(reads.get(s)!, [0, t, 0], [1, 1, -1]).dataSync()),
+    );
+    return {
+      logprobs: tf.logSoftmax(res.logits!).dataSync() as Float32Array,
+      logits: res.logits!.dataSync() as Float32Array,
+      entries,
+    };
+  });
+}
+
+function checkCase(m: LoadedModel, c: Case, label: string) {
+  const r = run(m, c.ids);
+  const order = Array.from(r.logprobs.keys()).sort((a, b) => r.logprobs[b] - r.logprobs[a]).slice(0, 10);
+  assert.deepEqual(order, c.top10_ids, `${label}: top-10 ids`);
+  c.top10_ids.forEach((id, i) => {
+    assert.ok(Math.abs(r.logprobs[id] - c.top10_logprobs[i]) <= 1e-4, `${label}: logprob of ${id}: ${r.logprobs[id]} vs ${c.top10_logprobs[i]}`);
+  });
+  c.last_logits_first8.forEach((v, i) => {
+    assert.ok(Math.abs(r.logits[i] - v) <= 1e-3 * Math.max(1, Math.abs(v)), `${label}: logit ${i}: ${r.logits[i]} vs ${v}`);
+  });
+  assert.equal(r.entries.length, c.hidden_last_token_norms.length, `${label}: number of hidden-state entries`);
+  r.entries.forEach((e, i) => {
+    const norm = Math.hypot(...e);
+    assert.ok(relDiff(norm, c.hidden_last_token_norms[i]) <= 1e-4, `${label}: hidden[${i}] norm ${norm} vs ${c.hidden_last_token_norms[i]}`);
+    c.hidden_last_token_first8[i].forEach((v, j) => {
+      assert.ok(Math.abs(e[j] - v) <= 1e-4 * Math.max(1, Math.abs(v)) + 1e-5, `${label}: hidden[${i}][${j}] ${e[j]} vs ${v}`);
+    });
+  });
+}
+
+/*
+ * golden.json's tinyworld `forward` numbers were computed with dropout active (its embedding
+ * entry is (wte + wpe)/0.9 with ~6% zeros; reference.test.ts pins this down), so no
+ * deterministic engine can match them. Tinyworld is checked against the eval-mode numpy
+ * reference run on the same 24 golden prompts (the reference matches transformers on the
+ * GPT-2 fixtures), and the golden prompts' token ids must be ours.
+ */
+test('tinyworld: every golden forward prompt matches the eval-mode reference', async () => {
+  const m = await model();
+  const g = readJson<{ forward: Array<Case & { prompt: string }> }>(path.join(TINYWORLD, 'golden.json'));
+  assert.equal(g.forward.length, 24);
+  const ref = await tinyworldForwardReference();
+  g.forward.forEach((c, i) => {
+    assert.deepEqual(m.tokenizer.encode(c.prompt), c.ids, `${c.prompt}: token ids`);
+    checkCase(m, { ...ref[i], ids: c.ids }, c.prompt);
+  });
+});
+
+for (const arch of ['gpt2', 'gpt2-bare']) {
+  test(`archs/${arch}: every golden case matches transformers`, async () => {
+    const m = await model({ dir: path.join(ARCHS, arch), withoutTokenizer: true });
+    const g = readJson<{ cases: Case[] }>(path.join(ARCHS, arch, 'golden.json'));
+    assert.ok(g.cases.length >= 4);
+    for (const c of g.cases) checkCase(m, c, `${arch} len ${c.ids.length}`);
+  });
+}
+
+test('a padded batch gives each row the logits it gets alone (left and right padding)', async () => {
+  const m = await model();
+  const g = readJson<{ forward: Case[] }>(path.join(TINYWORLD, 'golden.json'));
+  const rows = g.forward.slice(0, 5).map((c) => c.ids);
+  const alone = rows.map((ids) => tf.tidy(() => forward(m, padBatch([ids])).logits!.dataSync() as Float32Array));
+  for (const side of ['left', 'right'] as const) {
+    const batched = tf.tidy(() => forward(m, padBatch(rows, side)).logits!.dataSync() as Float32Array);
+    const v = m.config.vocabSize;
+    rows.forEach((_, r) => {
+      let worst = 0;
+      for (let i = 0; i < v; i++) worst = Math.max(worst, Math.abs(batched[r * v + i] - alone[r][i]));
+      assert.ok(worst < 1e-4, `${side} padding, row ${r}: max logit difference ${worst}`);
+    });
+  }
+});
+
+test('writing each site its own value back changes nothing', async () => {
+  const m = await model();
+  const ids = readJson<{ forward: Case[] }>(path.join(TINYWORLD, 'golden.json')).forward[3].ids;
+  const base = tf.tidy(() => forward(m, padBatch([ids])).logits!.dataSync() as Float32Array);
+  const L = m.config.nLayer;
+  const sites = [site.embed];
+  for (let l = 0; l < L; l++) sites.push(site.residPre(l), site.attnOut(l), site.mlpPost(l), site.mlpOut(l), site.residPost(l));
+  for (const s of sites) {
+    const out = tf.tidy(() => {
+      // Replace every position with the value the site itself produced (read in the same pass).
+      const hook = (name: string, x: tf.Tensor3D) => {
+        if (name !== s) return x;
+        return interventionHook([{ site: s, op: 'replace', value: tf.clone(x) }])(name, x);
+      };
+      return forward(m, padBatch([ids]), { hook }).logits!.dataSync() as Float32Array;
+    });
+    assert.deepEqual(Array.from(out), Array.from(base), `site ${s}`);
+  }
+});
+
+test('KV-cached generation equals uncached generation (greedy and seeded top-k, ragged batch)', async () => {
+  const { generate } = await import('../engine/runtime/generate.js');
+  const m = await model();
+  const prompts = ['The capital of France is', 'Piotr Pavlov works as a', 'I'].map((p) => m.tokenizer.encode(p));
+  for (const strategy of ['greedy', 'top-k'] as const) {
+    const opts = { maxNewTokens: 12, strategy, topK: 5, seed: 11 };
+    const cached = generate(m, prompts, { ...opts, useCache: true });
+    const uncached = generate(m, prompts, { ...opts, useCache: false });
+    assert.deepEqual(cached, uncached, strategy);
+    assert.equal(cached[0].length, 12);
+  }
+  const greedy = generate(m, [prompts[0]], { maxNewTokens: 1, useCache: true });
+  assert.equal(m.tokenizer.decode(greedy[0]), ' Paris');
+  const a = generate(m, [prompts[2]], { maxNewTokens: 8, strategy: 'top-k', seed: 1, useCache: true });
+  const b = generate(m, [prompts[2]], { maxNewTokens: 8, strategy: 'top-k', seed: 2, useCache: true });
+  const a2 = generate(m, [prompts[2]], { maxNewTokens: 8, strategy: 'top-k', seed: 1, useCache: true });
+  assert.deepEqual(a, a2, 'same seed, same text');
+  assert.notDeepEqual(a, b, 'another seed, another text');
+});
+
+test('a model too large for the WASM heap is refused before loading, naming the backends that could run it', async () => {
+  const { checkFits } = await import('../engine/runtime/backend.js');
+  assert.doesNotThrow(() => checkFits(124e6, 50257 * 768, 'wasm', '/models/gpt2'));
+  assert.throws(
+    () => checkFits(774e6, 50257 * 1280, 'wasm', '/models/gpt2-large'),
+    (e: any) => e.code === 'MODEL_TOO_LARGE' && /node-gpu/.test(e.message) && /cpu/.test(e.message) && e.data.file === '/models/gpt2-large',
+  );
+  assert.doesNotThrow(() => checkFits(774e6, 50257 * 1280, 'cpu', '/models/gpt2-large'));
+});
