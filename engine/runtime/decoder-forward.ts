@@ -143,6 +143,9 @@ function attention(
   }
   let kh = tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D; // [B, hkv, T, dh]
   let vh = splitHeads(vNew, b, t, hkv, dh);
+  if (past && past.k.shape[0] !== b) {
+    return { out: sharedPastAttention(cfg, w, q, kh, vh, bias, past, [b, t, d]), kv: { k: kh, v: vh } };
+  }
   if (past) {
     kh = tf.concat([past.k, kh], 2);
     vh = tf.concat([past.v, vh], 2);
@@ -157,6 +160,51 @@ function attention(
   const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * t, h * dh]) as tf.Tensor2D;
   const out = tf.reshape(linear(merged, w.o), [b, t, d]) as tf.Tensor3D;
   return { out, kv: { k: kh, v: vh } };
+}
+
+/**
+ * Attention when every group of `pb` rows shares one past (causal tracing: many restorations of
+ * the same corrupted run attend to its cached keys/values for earlier positions). Rows are
+ * group-major (row = group·pb + r); the past is [pb, hkv, Tp, dh] and is broadcast over groups
+ * by the batched matmul instead of being copied per group. The softmax over [past | new] keys
+ * is computed in two parts with a shared maximum, so nothing is concatenated or sliced on the
+ * key axis. Returns the attention output; only the new keys/values are returned as kv.
+ */
+function sharedPastAttention(
+  cfg: DecoderConfig,
+  w: BlockWeights,
+  q: tf.Tensor4D,
+  khNew: tf.Tensor4D,
+  vhNew: tf.Tensor4D,
+  bias: tf.Tensor4D,
+  past: KV,
+  [b, t, d]: [number, number, number],
+): tf.Tensor3D {
+  const { nHead: h, nKvHead: hkv, headDim: dh } = cfg;
+  const rep = h / hkv;
+  const pb = past.k.shape[0];
+  const tp = past.k.shape[2];
+  if (b % pb !== 0) throw new Error(`shared past of ${pb} rows does not divide a batch of ${b}`);
+  const groups = b / pb;
+  const scale = 1 / Math.sqrt(dh);
+  const qh = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [b, hkv, rep * t, dh]);
+  const q5 = tf.reshape(qh, [groups, pb, hkv, rep * t, dh]);
+  const pk5 = tf.reshape(past.k, [1, pb, hkv, tp, dh]);
+  const pv5 = tf.reshape(past.v, [1, pb, hkv, tp, dh]);
+  const bb = bias.shape[0];
+  const biasPast = tf.slice(bias, [0, 0, 0, 0], [bb, 1, t, tp]);
+  const biasNew = tf.slice(bias, [0, 0, 0, tp], [bb, 1, t, t]);
+  const sPast = tf.add(tf.mul(tf.reshape(tf.matMul(q5, pk5, false, true), [b, h, t, tp]), scale), biasPast);
+  const sNew = tf.add(tf.mul(tf.reshape(tf.matMul(qh, khNew, false, true), [b, h, t, t]), scale), biasNew);
+  const m = tf.maximum(tf.max(sPast, -1, true), tf.max(sNew, -1, true));
+  const ePast = tf.exp(tf.sub(sPast, m));
+  const eNew = tf.exp(tf.sub(sNew, m));
+  const denom = tf.add(tf.sum(ePast, -1, true), tf.sum(eNew, -1, true));
+  const cPast = tf.reshape(tf.matMul(tf.reshape(ePast, [groups, pb, hkv, rep * t, tp]), pv5), [b, h, t, dh]);
+  const cNew = tf.reshape(tf.matMul(tf.reshape(eNew, [b, hkv, rep * t, t]), vhNew), [b, h, t, dh]);
+  const ctx = tf.div(tf.add(cPast, cNew), denom);
+  const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * t, h * dh]) as tf.Tensor2D;
+  return tf.reshape(linear(merged, w.o), [b, t, d]) as tf.Tensor3D;
 }
 
 function mlp(cfg: DecoderConfig, w: BlockWeights, x: tf.Tensor3D, l: number, hook?: Hook): tf.Tensor3D {

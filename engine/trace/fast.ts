@@ -170,7 +170,8 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
           .join('|');
       const Tq = T - t;
       const bias = attentionBias([new Array(T).fill(1)], t, Tq);
-      let states = new Map<string, tf.Tensor3D>();
+      // The previous layer's output for every node, one tensor, node k in rows [k·n, (k+1)·n).
+      let prev: { out: tf.Tensor3D; block: Map<string, number> } | null = null;
       for (let j = 0; j <= L; j++) {
         const active = mine.filter(({ i }) => first.get(i)! <= j);
         if (active.length === 0) continue;
@@ -181,17 +182,25 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
           if (node) node.members.push(i);
           else nodes.set(k, { members: [i], parent: first.get(i)! < j ? key(r, j - 1) : null, mods: r.mods.filter((x) => x.layer === j) });
         }
-        const list = [...nodes.entries()];
+        const list = [...nodes.values()];
         const perCall = Math.max(1, Math.floor(MAX_BATCH_TOKENS / (n * Tq)));
-        const next = new Map<string, tf.Tensor3D>();
+        const outs: tf.Tensor3D[] = [];
         for (let c = 0; c < list.length; c += perCall) {
-          const chunk = list.slice(c, c + perCall);
-          const chunkNodes = chunk.map(([, node]) => node);
+          const chunkNodes = list.slice(c, c + perCall);
+          const prevOut = prev?.out;
+          const prevBlock = prev?.block;
           const result = scoped(() => {
-            const inputs = chunkNodes.map((node) =>
-              node.parent === null ? tf.slice(cache.hIn[j], [0, t, 0], [n, Tq, -1]) : states.get(node.parent)!,
-            );
-            let x = (inputs.length === 1 ? inputs[0] : tf.concat(inputs, 0)) as tf.Tensor3D;
+            // Inputs in one gather: a node continues its parent's rows, or starts from the
+            // corrupted cache at this layer (appended after the previous output).
+            const cacheSlice = tf.slice(cache.hIn[j], [0, t, 0], [n, Tq, -1]) as tf.Tensor3D;
+            const base = prevOut ? prevOut.shape[0] : 0;
+            const src = prevOut ? (tf.concat([prevOut, cacheSlice], 0) as tf.Tensor3D) : cacheSlice;
+            const idx: number[] = [];
+            for (const node of chunkNodes) {
+              const from = node.parent === null ? base : prevBlock!.get(node.parent)! * n;
+              for (let r = 0; r < n; r++) idx.push(from + r);
+            }
+            let x = tf.gather(src, tf.tensor1d(idx, 'int32')) as tf.Tensor3D;
             // Restored block inputs (hidden-state restorations) at position t = local 0.
             const residIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site === 'resid_pre'), t, n, cache);
             if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);
@@ -201,34 +210,38 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
             }
             const blockIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site !== 'resid_pre'), t, n, cache);
             const hook: Hook | undefined = blockIv.length ? interventionHook(blockIv) : undefined;
-            const rowsTotal = x.shape[0];
+            // Every group of n rows shares the corrupted keys/values of positions < t.
             const past: KV | undefined =
               t === 0
                 ? undefined
                 : {
-                    k: tf.tile(tf.slice(cache.kv[j].k, [0, 0, 0, 0], [n, -1, t, -1]), [rowsTotal / n, 1, 1, 1]) as tf.Tensor4D,
-                    v: tf.tile(tf.slice(cache.kv[j].v, [0, 0, 0, 0], [n, -1, t, -1]), [rowsTotal / n, 1, 1, 1]) as tf.Tensor4D,
+                    k: tf.slice(cache.kv[j].k, [0, 0, 0, 0], [n, -1, t, -1]) as tf.Tensor4D,
+                    v: tf.slice(cache.kv[j].v, [0, 0, 0, 0], [n, -1, t, -1]) as tf.Tensor4D,
                   };
-            const out = block(m, j, x, bias, past, chainHooks(hook)).h;
-            return { states: chunkNodes.map((_, k) => tf.slice(out, [k * n, 0, 0], [n, -1, -1]) as tf.Tensor3D) };
+            return { out: block(m, j, x, bias, past, chainHooks(hook)).h };
           });
           if (j === L) {
             chunkNodes.forEach((node, k) => {
-              let s = 0;
-              for (let i = 0; i < n; i++) s += result.probs![k * n + i];
-              for (const member of node.members) scores[member] = s / n;
+              let sum = 0;
+              for (let i = 0; i < n; i++) sum += result.probs![k * n + i];
+              for (const member of node.members) scores[member] = sum / n;
               done += node.members.length;
             });
           } else {
             tokenLayers += chunkNodes.length * Tq;
-            chunk.forEach(([k], idx) => next.set(k, result.states![idx]));
+            outs.push(result.out!);
           }
           await job.checkpoint(done / totalWork, `trace: token ${t + 1}/${T}, layer ${Math.min(j + 1, L)}/${L}`);
         }
-        disposeAll(states);
-        states = next;
+        if (prev) prev.out.dispose();
+        prev = null;
+        if (j < L) {
+          const out = outs.length === 1 ? outs[0] : (tf.tidy(() => tf.concat(outs, 0)) as tf.Tensor3D);
+          if (outs.length > 1) disposeAll(outs);
+          prev = { out, block: new Map([...nodes.keys()].map((k, idx) => [k, idx])) };
+        }
       }
-      disposeAll(states);
+      if (prev) prev.out.dispose();
       bias.dispose();
     }
   } finally {

@@ -6,10 +6,11 @@ import { TRACE_KINDS, type TraceKind } from '../../trace/types.js';
 import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
+import { Rng } from '../../util/rng.js';
 
 export const name = 'trace-avg';
 export const summary = 'average indirect effect of restorations over many facts (the paper\'s Figure 2)';
-export const usage = 'trace-avg [--facts FILE] [--limit N] [--kind hidden,mlp,attn] [--samples N] [--window N] [--model DIR] [--json]';
+export const usage = 'trace-avg [--facts FILE] [--limit N] [--shuffle SEED] [--kind hidden,mlp,attn] [--samples N] [--window N] [--model DIR] [--json]';
 export const description =
   'Traces every fact whose answer the model predicts (greedy next token = first token of the object),\n' +
   'buckets token positions (first/middle/last subject token, first subsequent, further, last token),\n' +
@@ -24,6 +25,7 @@ export const options: OptionsSpec = {
   kind: { type: 'string', valueName: 'KINDS', description: 'comma-separated kinds', default: 'hidden,mlp,attn' },
   samples: { type: 'string', valueName: 'N', description: 'corrupted samples per fact', default: '10' },
   window: { type: 'string', valueName: 'N', description: 'restored MLP/attention window' },
+  shuffle: { type: 'string', valueName: 'SEED', description: 'visit the facts in a seeded random order (a sample across relations)' },
   ...outputOptions,
 };
 
@@ -34,9 +36,17 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const model = await loadModelFromArgs(args, io);
   try {
     const file = typeof args.values.facts === 'string' ? path.resolve(args.values.facts) : path.join(model.dir, 'facts.jsonl');
+    const facts = readFacts(file);
+    if (args.values.shuffle !== undefined) {
+      const rng = new Rng(intOption(args.values.shuffle, 'shuffle', 0, name, 0));
+      for (let i = facts.length - 1; i > 0; i--) {
+        const j = Math.floor(rng.uniform() * (i + 1));
+        [facts[i], facts[j]] = [facts[j], facts[i]];
+      }
+    }
     const result = await traceAverage(
       model,
-      readFacts(file),
+      facts,
       {
         kinds,
         limit: intOption(args.values.limit, 'limit', 100, name),
