@@ -12,6 +12,7 @@ import type { DecoderConfig, DecoderWeights } from './decoder.js';
 import { loadTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { checkFits, selectBackend, type BackendName } from '../runtime/backend.js';
+import { disposeQkvSplit } from '../runtime/decoder-forward.js';
 
 export interface LoadedModel {
   /** Absolute folder the model was loaded from. */
@@ -75,6 +76,7 @@ export function disposeModel(m: LoadedModel): void {
   const w = m.weights;
   const all: Array<tf.Tensor | undefined> = [w.wte, w.wpe, w.unembed, w.unembedBias, w.lnF.g, w.lnF.b];
   for (const b of w.blocks) {
+    disposeQkvSplit(b.qkv);
     all.push(b.ln1.g, b.ln1.b, b.ln2?.g, b.ln2?.b, b.qkv.w, b.qkv.b, b.o.w, b.o.b, b.mlpIn.w, b.mlpIn.b);
     all.push(b.mlpGate?.w, b.mlpGate?.b, b.mlpOut.w, b.mlpOut.b);
   }

@@ -41,8 +41,11 @@ const GELU_C = Math.sqrt(2 / Math.PI);
 export function activation(kind: DecoderConfig['act'], x: tf.Tensor): tf.Tensor {
   switch (kind) {
     case 'gelu_new': {
-      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), GELU_C);
-      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+      // 0.5·x·(1 + tanh(z)) = x·σ(2z), z = √(2/π)(x + 0.044715x³): the same function, but
+      // pow and tanh are ~30× slower than sigmoid and multiplies on WASM (bench/RESULTS.md).
+      const x3 = tf.mul(tf.mul(x, x), x);
+      const z2 = tf.mul(tf.add(x, tf.mul(x3, 0.044715)), 2 * GELU_C);
+      return tf.mul(x, tf.sigmoid(z2));
     }
     case 'gelu':
       return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
@@ -53,8 +56,23 @@ export function activation(kind: DecoderConfig['act'], x: tf.Tensor): tf.Tensor 
   }
 }
 
+/**
+ * How weight products x·W ([N, in]·[in, out]) are computed: a plain matmul, unless editing code
+ * (engine/edit/fastgrad.ts) swaps in a frozen-weight product for the span of one synchronous
+ * gradient computation (its gradient uses a cached Wᵀ and never saves or differentiates W).
+ */
+export type WeightMatMul = (x2d: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+const plainWeightMatMul: WeightMatMul = (x2d, w) => tf.matMul(x2d, w) as tf.Tensor2D;
+let weightMatMul: WeightMatMul = plainWeightMatMul;
+/** Installs a weight product (undefined: the plain matmul); returns the previous one. */
+export function setWeightMatMul(fn: WeightMatMul | undefined): WeightMatMul {
+  const prev = weightMatMul;
+  weightMatMul = fn ?? plainWeightMatMul;
+  return prev;
+}
+
 function linear(x2d: tf.Tensor2D, w: { w: tf.Tensor2D; b?: tf.Tensor1D }): tf.Tensor2D {
-  const y = tf.matMul(x2d, w.w) as tf.Tensor2D;
+  const y = weightMatMul(x2d, w.w);
   return w.b ? (tf.add(y, w.b) as tf.Tensor2D) : y;
 }
 
@@ -112,6 +130,36 @@ function queryPositions(bias: tf.Tensor4D): tf.Tensor2D {
   return tf.reshape(tf.relu(tf.sub(seen, 1)), [b, tq]) as tf.Tensor2D;
 }
 
+type Linear = { w: tf.Tensor2D; b?: tf.Tensor1D };
+const qkvSplits = new WeakMap<tf.Tensor2D, { q: Linear; k: Linear; v: Linear }>();
+
+/**
+ * The fused q|k|v projection as three matrices, split once per weight tensor and cached:
+ * slicing the [B·T, 3d] product on every call copies it out of the WASM heap and was ~15–28%
+ * of a forward pass (bench/RESULTS.md). Keyed by the weight tensor, so a replaced weight gets
+ * a fresh split; the split tensors are kept out of tidy scopes and freed with the weight.
+ */
+function splitQkv(qkv: Linear, nq: number, nkv: number): { q: Linear; k: Linear; v: Linear } {
+  const hit = qkvSplits.get(qkv.w);
+  if (hit && !hit.q.w.isDisposed && !qkv.w.isDisposed) return hit;
+  const part = (start: number, size: number): Linear => {
+    const w = tf.keep(tf.slice(qkv.w, [0, start], [-1, size]));
+    const b = qkv.b ? tf.keep(tf.slice(qkv.b, [start], [size])) : undefined;
+    return { w, ...(b ? { b } : {}) };
+  };
+  const split = { q: part(0, nq), k: part(nq, nkv), v: part(nq + nkv, nkv) };
+  qkvSplits.set(qkv.w, split);
+  return split;
+}
+
+/** Frees the cached q/k/v split of a block (call when its weights are disposed). */
+export function disposeQkvSplit(qkv: Linear): void {
+  const hit = qkvSplits.get(qkv.w);
+  if (!hit) return;
+  for (const p of [hit.q, hit.k, hit.v]) tf.dispose([p.w, ...(p.b ? [p.b] : [])]);
+  qkvSplits.delete(qkv.w);
+}
+
 /**
  * Multi-head attention with optional rotary positions (applied to q and k before the past
  * keys are joined, so the cache holds rotated keys) and grouped-query attention: query head
@@ -131,11 +179,12 @@ function attention(
   const { nHead: h, nKvHead: hkv, headDim: dh } = cfg;
   if (hkv <= 0 || h % hkv !== 0) throw new Error(`nHead ${h} is not a multiple of nKvHead ${hkv}`);
   const rep = h / hkv;
-  const qkv = linear(tf.reshape(x, [b * t, d]), w.qkv);
+  const x2 = tf.reshape(x, [b * t, d]) as tf.Tensor2D;
+  const split = splitQkv(w.qkv, h * dh, hkv * dh);
   // [B, T, heads, dh]: rotary acts per token and head, before heads move to axis 1.
-  let q = tf.reshape(tf.slice(qkv, [0, 0], [b * t, h * dh]), [b, t, h, dh]) as tf.Tensor4D;
-  let k = tf.reshape(tf.slice(qkv, [0, h * dh], [b * t, hkv * dh]), [b, t, hkv, dh]) as tf.Tensor4D;
-  const vNew = tf.slice(qkv, [0, (h + hkv) * dh], [b * t, hkv * dh]);
+  let q = tf.reshape(linear(x2, split.q), [b, t, h, dh]) as tf.Tensor4D;
+  let k = tf.reshape(linear(x2, split.k), [b, t, hkv, dh]) as tf.Tensor4D;
+  const vNew = linear(x2, split.v);
   if (cfg.positional.kind === 'rotary') {
     const tables = rotaryTables(queryPositions(bias), dh, cfg.positional);
     q = applyRotary(q, tables);
@@ -257,7 +306,7 @@ export function finalNorm(m: DecoderModel, h: tf.Tensor3D, hook?: Hook): tf.Tens
 
 /** Logits for rows of normalised hidden states [N, d] → [N, V]. */
 export function unembed(m: DecoderModel, x2d: tf.Tensor2D): tf.Tensor2D {
-  const y = tf.matMul(x2d, m.weights.unembed) as tf.Tensor2D;
+  const y = weightMatMul(x2d, m.weights.unembed);
   return m.weights.unembedBias ? (tf.add(y, m.weights.unembedBias) as tf.Tensor2D) : y;
 }
 

@@ -1,0 +1,8 @@
+/**
+ * The registered benchmark sections, in run order. To add one (causal tracing, ROME edits, ...):
+ * write bench/<name>.ts exporting a `Section` (see bench/types.ts) and list it here.
+ */
+import type { Section } from './types.js';
+import { forwardSection } from './forward.js';
+
+export const SECTIONS: Section[] = [forwardSection];
