@@ -59,6 +59,38 @@ const TARGETS = [
     external: NATIVE_EXTERNALS,
     copy: wasmAssets('dist/engine'),
   },
+  {
+    // The engine process the client library spawns (engine/client); `factlens serve` runs the same server.
+    name: 'engine server',
+    entry: 'engine/server/main.ts',
+    outfile: 'dist/engine/server.js',
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: NATIVE_EXTERNALS,
+    copy: wasmAssets('dist/engine'),
+  },
+  {
+    // The VS Code extension host side (extension/): commands, prompt files, the engine client.
+    // It spawns dist/engine/server.js; `vscode` is provided by the host.
+    name: 'extension',
+    entry: 'extension/extension.ts',
+    outfile: 'dist/extension.js',
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: ['vscode'],
+  },
+  // One bundle per webview (webviews/<view>/main.ts → dist/webviews/<view>.js), loaded by nonce
+  // under a CSP without 'unsafe-eval' (vega runs through vega-interpreter).
+  ...['trace'].map((view) => ({
+    name: `webview ${view}`,
+    entry: `webviews/${view}/main.ts`,
+    outfile: `dist/webviews/${view}.js`,
+    platform: 'browser',
+    format: 'iife',
+    target: 'chrome120',
+  })),
 ];
 
 function optionsFor(t) {
