@@ -8,13 +8,17 @@ import type { Command } from '../types.js';
 import * as predict from './predict.js';
 import * as trace from './trace.js';
 import * as traceAvg from './trace-avg.js';
+import * as edit from './edit.js';
+import * as serve from './serve.js';
 import * as version from './version.js';
 
 export const COMMANDS: readonly Command[] = [
   predict,
   trace,
   traceAvg,
-  // edit, eval, serve: to come
+  edit,
+  // eval: to come
+  serve,
   version,
 ];
 

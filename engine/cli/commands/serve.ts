@@ -12,12 +12,15 @@ export const usage = 'serve [--listen HOST:PORT [--token TOKEN]] [--backend NAME
 export const description =
   'Speaks JSON-RPC 2.0 (vscode-jsonrpc framing) on stdin/stdout, or on a TCP socket with --listen.\n' +
   'A socket engine checks the token (--token or FACTLENS_TOKEN) in every initialize request, and\n' +
-  'refuses to listen on a non-loopback address without one. Logs go to stderr. Methods and\n' +
-  'messages are declared in engine/protocol.ts.';
+  'refuses to listen on a non-loopback address without one (prefer FACTLENS_TOKEN: command lines\n' +
+  'are visible to other users). Logs go to stderr. Methods and messages: engine/protocol.ts.';
 
 export const options = serveOptions;
 
 export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const cfg = serveConfig(args, io.env);
-  return serve(cfg, io.stderr);
+  const code = await serve(cfg, io.stderr);
+  // The client is gone or asked to stop: leave even if a library keeps a handle open.
+  setTimeout(() => process.exit(code), 200).unref();
+  return code;
 }

@@ -1,0 +1,714 @@
+/**
+ * The engine behind the protocol: one model, one job queue, any number of connections
+ * (one on stdio; one per client on a socket). Each connection is a Session: it must
+ * `initialize` first (with the token, on a socket engine that has one), owns the jobs it
+ * starts, and receives only its own progress and results.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  type CancellationToken,
+  type MessageConnection,
+  ResponseError,
+} from 'vscode-jsonrpc';
+import { createMessageConnection, StreamMessageWriter } from 'vscode-jsonrpc/node';
+import { FactLensError, isFactLensError } from '../errors.js';
+import { disposeModel, loadModel, type LoadedModel } from '../model/load.js';
+import { predict } from '../predict.js';
+import { BACKEND_ORDER, activeBackend, probeBackends, type BackendName } from '../runtime/backend.js';
+import { trace } from '../trace/index.js';
+import { readFacts, traceAverage, type Fact } from '../trace/average.js';
+import { TRACE_KINDS } from '../trace/types.js';
+import type { EditRecord } from '../edit/types.js';
+import type { JobControl } from '../util/jobs.js';
+import {
+  ERROR_CODES,
+  METHODS,
+  PROTOCOL_VERSION,
+  Progress,
+  protocolCompatible,
+  type AnyErrorCode,
+  type EditApplyParams,
+  type EditRevertResult,
+  type EngineErrorData,
+  type InitializeParams,
+  type InitializeResult,
+  type JobInfo,
+  type JobsListResult,
+  type ModelInfo,
+  type ModelLoadParams,
+  type PredictParams,
+  type ShutdownResult,
+  type StatsComputeParams,
+  type TraceAverageParams,
+  type TraceParams,
+  type EvalRunParams,
+} from '../protocol.js';
+import { FEATURES, unavailableMethods, type Features } from './features.js';
+import { JobQueue, type QueuedJob } from './queue.js';
+import { LimitedMessageReader } from './transport.js';
+import * as v from './validate.js';
+import pkg from '../../package.json';
+
+export const ENGINE_VERSION: string = pkg.version;
+
+/** An error of the protocol layer, with the symbolic code and data the reply carries. */
+export class ProtocolError extends Error {
+  constructor(
+    readonly code: AnyErrorCode,
+    message: string,
+    readonly data: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** Any thrown value → the JSON-RPC error reply: code from the one table, data naming what was wrong. */
+export function toResponseError(e: unknown, method: string): ResponseError<EngineErrorData> {
+  if (e instanceof ResponseError) return e as ResponseError<EngineErrorData>;
+  if (isFactLensError(e) || e instanceof ProtocolError) {
+    const code = e.code as AnyErrorCode;
+    return new ResponseError<EngineErrorData>(ERROR_CODES[code] ?? ERROR_CODES.INTERNAL, e.message, { ...e.data, code, method });
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  return new ResponseError<EngineErrorData>(
+    ERROR_CODES.INTERNAL,
+    `internal error in ${method}: ${msg} (the engine is still running; see its log for details)`,
+    { code: 'INTERNAL', method },
+  );
+}
+
+export interface EngineOptions {
+  /** Largest incoming message. */
+  maxMessageBytes: number;
+  /** Socket engines: the token every connection's initialize must carry (undefined: none). */
+  token?: string;
+  /** Backend for model/load requests that name none. */
+  preferredBackend?: BackendName;
+  /** Jobs one connection may have queued or running at once. */
+  maxJobsPerConnection?: number;
+  /** Close socket connections that have not initialized within this time. */
+  initTimeoutMs?: number;
+  log: (line: string) => void;
+  /** Stdio engines: called when the connection closes or asks to shut down. */
+  onStdioEnd?: (code: number) => void;
+  features?: Features;
+}
+
+interface Handler {
+  /** Runs without initialize (initialize itself). */
+  open?: boolean;
+  run(session: Session, params: unknown, token: CancellationToken): Promise<unknown> | unknown;
+}
+
+let sessionSeq = 0;
+
+/** A text summary of a prompt for the jobs list. */
+const clip = (s: string, n = 60) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+
+// ---------------------------------------------------------------------------------------
+// Parameter schemas (the types they produce are the protocol's)
+// ---------------------------------------------------------------------------------------
+
+const progressToken = v.opt(v.str({ max: 200 }));
+const promptCheck = v.str({ min: 1, max: 100_000 });
+const traceFields = {
+  subject: v.opt(v.str({ max: 10_000 })),
+  subjectRange: v.opt(v.tuple(v.int({ min: 0 }), v.int({ min: 0 }))),
+  kinds: v.opt(v.arr(v.oneOf(...TRACE_KINDS), { min: 1, max: 3 })),
+  samples: v.opt(v.int({ min: 1, max: 1000 })),
+  noise: v.opt(v.either(v.oneOf('3sigma'), v.num({ min: 0 }))),
+  noiseValues: v.opt(v.arr(v.arr(v.arr(v.num(), { max: 65_536 }), { max: 4096 }), { max: 1000 })),
+  noiseSubjects: v.opt(v.arr(v.str({ min: 1, max: 1000 }), { max: 100_000 })),
+  window: v.opt(v.int({ min: 1, max: 1000 })),
+  seed: v.opt(v.int()),
+  expect: v.opt(v.str({ min: 1, max: 1000 })),
+  sever: v.opt(v.arr(v.oneOf('mlp' as const, 'attn' as const), { max: 2 })),
+  method: v.opt(v.oneOf('fast' as const, 'naive' as const)),
+  progressToken,
+};
+
+const SCHEMAS = {
+  initialize: v.obj({
+    protocolVersion: v.str({ min: 1, max: 20 }),
+    clientName: v.opt(v.str({ max: 200 })),
+    clientVersion: v.opt(v.str({ max: 100 })),
+    token: v.opt(v.str({ max: 1000 })),
+  }),
+  modelLoad: v.obj({
+    dir: v.opt(v.str({ min: 1, max: 4096 })),
+    backend: v.opt(v.oneOf(...BACKEND_ORDER)),
+    progressToken,
+  }),
+  predict: v.obj({ prompt: promptCheck, k: v.opt(v.int({ min: 1, max: 1000 })) }),
+  trace: v.obj({ prompt: promptCheck, ...traceFields }),
+  traceAverage: v.obj({
+    factsFile: v.opt(v.str({ min: 1, max: 4096 })),
+    facts: v.opt(
+      v.arr(
+        v.obj({
+          subject: v.str({ min: 1, max: 1000 }),
+          prompt: v.str({ min: 1, max: 10_000 }),
+          object: v.str({ min: 1, max: 1000 }),
+          relation_id: v.opt(v.str({ max: 100 })),
+        }),
+        { min: 1, max: 100_000 },
+      ),
+    ),
+    limit: v.opt(v.int({ min: 1 })),
+    ...traceFields,
+  }),
+  editRequest: v.obj({
+    prompt: v.str({ min: 1, max: 10_000 }),
+    subject: v.str({ min: 1, max: 1000 }),
+    target: v.str({ min: 1, max: 1000 }),
+    targetTrue: v.opt(v.str({ max: 1000 })),
+    method: v.opt(v.oneOf('rome' as const, 'memit' as const, 'ft' as const, 'ft-l' as const)),
+    layers: v.opt(v.arr(v.int({ min: 0, max: 10_000 }), { min: 1, max: 1000 })),
+    formula: v.opt(v.oneOf('consistent' as const, 'reference' as const)),
+    corpus: v.opt(v.str({ min: 1, max: 4096 })),
+  }),
+  editRevert: v.obj({ id: v.str({ min: 1, max: 200 }) }),
+  statsCompute: v.obj({
+    layers: v.opt(v.arr(v.int({ min: 0, max: 10_000 }), { min: 1, max: 1000 })),
+    corpus: v.opt(v.str({ min: 1, max: 4096 })),
+    samples: v.opt(v.int({ min: 1 })),
+    batchTokens: v.opt(v.int({ min: 1 })),
+    cache: v.opt(v.bool()),
+    progressToken,
+  }),
+  editOptions: v.obj({
+    statsSamples: v.opt(v.int({ min: 1 })),
+    statsNpz: v.opt(v.str({ min: 1, max: 4096 })),
+    templateSeed: v.opt(v.int()),
+    facts: v.opt(v.str({ min: 1, max: 4096 })),
+    hparams: v.opt(
+      v.obj({
+        vNumGradSteps: v.opt(v.int({ min: 1, max: 10_000 })),
+        vLr: v.opt(v.num({ min: 0 })),
+        vWeightDecay: v.opt(v.num({ min: 0 })),
+        clampNormFactor: v.opt(v.num({ min: 0 })),
+        klFactor: v.opt(v.num({ min: 0 })),
+        mom2Adjustment: v.opt(v.bool()),
+        mom2NSamples: v.opt(v.int({ min: 1 })),
+      }),
+    ),
+  }),
+  evalRun: v.obj({
+    edits: v.opt(v.arr(v.str({ min: 1, max: 200 }), { max: 10_000 })),
+    dataset: v.opt(v.str({ min: 1, max: 4096 })),
+    limit: v.opt(v.int({ min: 1 })),
+    progressToken,
+  }),
+};
+
+const deltaCheck: v.Check<EditRecord['deltas'][number]> = (value, p) => {
+  const kind = (value as { kind?: unknown } | null)?.kind;
+  if (kind === 'rank-one') {
+    return v.obj({
+      kind: v.oneOf('rank-one' as const),
+      layer: v.int({ min: 0 }),
+      u: v.arr(v.num(), { max: 1 << 20 }),
+      v: v.arr(v.num(), { max: 1 << 20 }),
+    })(value, p);
+  }
+  if (kind === 'dense') {
+    return v.obj({
+      kind: v.oneOf('dense' as const),
+      layer: v.int({ min: 0 }),
+      shape: v.tuple(v.int({ min: 1 }), v.int({ min: 1 })),
+      delta: v.str(),
+      biasDelta: v.opt(v.str()),
+    })(value, p);
+  }
+  throw new FactLensError('INVALID_ARGUMENT', `${p}.kind must be "rank-one" or "dense"`, { field: `${p}.kind` });
+};
+
+const recordCheck = v.obj({
+  id: v.str({ min: 1, max: 200 }),
+  request: SCHEMAS.editRequest,
+  method: v.oneOf('rome' as const, 'memit' as const, 'ft' as const, 'ft-l' as const),
+  layers: v.arr(v.int({ min: 0 }), { max: 1000 }),
+  deltas: v.arr(deltaCheck, { min: 1, max: 1000 }),
+  info: v.record({ maxKeys: 1000 }),
+  modelHash: v.str({ max: 200 }),
+  createdAt: v.str({ max: 100 }),
+});
+
+const editApplyCheck: v.Check<EditApplyParams> = (value, p) => {
+  const o = value as Record<string, unknown> | null;
+  const hasRecord = o !== null && typeof o === 'object' && !Array.isArray(o) && Object.hasOwn(o, 'record');
+  if (hasRecord) return v.obj({ record: recordCheck, force: v.opt(v.bool()), progressToken })(value, p) as EditApplyParams;
+  return v.obj({ request: SCHEMAS.editRequest, options: v.opt(SCHEMAS.editOptions), progressToken })(value, p) as EditApplyParams;
+};
+
+// ---------------------------------------------------------------------------------------
+
+export class Engine {
+  model: LoadedModel | null = null;
+  loadedAt: Date | null = null;
+  readonly queue: JobQueue;
+  readonly sessions = new Map<string, Session>();
+  readonly features: Features;
+  private readonly handlers: Record<string, Handler>;
+  private readonly tokenDigest: Buffer | null;
+
+  constructor(readonly opts: EngineOptions) {
+    this.queue = new JobQueue(opts.log);
+    this.features = opts.features ?? FEATURES;
+    this.tokenDigest = opts.token ? digest(opts.token) : null;
+    this.handlers = this.makeHandlers();
+  }
+
+  get tokenRequired(): boolean {
+    return this.tokenDigest !== null;
+  }
+
+  /** Constant-time token check (compares SHA-256 digests, so lengths never leak). */
+  tokenMatches(token: string | undefined): boolean {
+    if (!this.tokenDigest) return true;
+    return crypto.timingSafeEqual(digest(token ?? ''), this.tokenDigest) && typeof token === 'string';
+  }
+
+  /** Serves one connection (stdin/stdout, or a socket). */
+  attach(input: NodeJS.ReadableStream, output: NodeJS.WritableStream, kind: 'stdio' | 'socket', remote: string, close: () => void): Session {
+    const s = new Session(this, input, output, kind, remote, close);
+    this.sessions.set(s.id, s);
+    return s;
+  }
+
+  detach(s: Session): void {
+    this.sessions.delete(s.id);
+    const n = this.queue.cancelOwnedBy(s.id, 'cancelled because its connection closed');
+    if (n) this.opts.log(`${s.id}: cancelled ${n} job(s) of the closed connection`);
+  }
+
+  async dispatch(session: Session, method: string, params: unknown, token: CancellationToken): Promise<unknown> {
+    const h = Object.hasOwn(this.handlers, method) ? this.handlers[method] : undefined;
+    if (!h) {
+      throw new ProtocolError('METHOD_NOT_FOUND', `unknown method '${clip(method, 100)}'; this engine answers ${METHODS.join(', ')}`, {
+        field: 'method',
+      });
+    }
+    if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params))) {
+      throw new FactLensError('INVALID_ARGUMENT', `${method} takes its parameters by name: params must be an object`, {
+        field: 'params',
+      });
+    }
+    if (!h.open) {
+      if (!session.initialized) {
+        throw new ProtocolError('NOT_INITIALIZED', `send initialize before ${method}`, { field: 'method' });
+      }
+      if (session.closing) throw new ProtocolError('SHUTTING_DOWN', 'this connection is shutting down', {});
+    }
+    return h.run(session, params, token);
+  }
+
+  modelInfo(): ModelInfo | null {
+    const m = this.model;
+    if (!m) return null;
+    return {
+      name: m.name,
+      dir: m.dir,
+      backend: m.backend,
+      modelType: m.config.modelType,
+      nLayer: m.config.nLayer,
+      dModel: m.config.dModel,
+      nHead: m.config.nHead,
+      dMlp: m.config.dMlp,
+      vocabSize: m.config.vocabSize,
+      nCtx: m.config.nCtx,
+      parameterCount: m.parameterCount,
+      edits: this.features.edit ? this.features.edit.list(m).map((r) => r.id) : [],
+      loadedAt: (this.loadedAt ?? new Date()).toISOString(),
+    };
+  }
+
+  requireModel(): LoadedModel {
+    if (!this.model) {
+      throw new ProtocolError('NO_MODEL', 'no model is loaded; send model/load first (without a dir it loads the embedded tinyworld model)', {
+        field: 'model',
+      });
+    }
+    return this.model;
+  }
+
+  /** Runs `run` as a queued job owned by the session; cancellation of the request cancels the job. */
+  runJob<R>(
+    s: Session,
+    method: string,
+    opts: { summary: string; exclusive?: boolean; priority?: boolean; progressToken?: string },
+    token: CancellationToken,
+    run: (control: JobControl) => Promise<R> | R,
+  ): Promise<R> {
+    const max = this.opts.maxJobsPerConnection ?? 64;
+    if (this.queue.countOwnedBy(s.id) >= max) {
+      throw new ProtocolError('QUEUE_FULL', `this connection already has ${max} jobs queued or running; wait for some to finish`, {
+        limit: max,
+      });
+    }
+    const { job, result } = this.queue.submit<R>({
+      method,
+      owner: { connection: s.id, client: s.clientName },
+      summary: opts.summary,
+      exclusive: opts.exclusive,
+      priority: opts.priority,
+      run,
+      onUpdate: (j) => s.progress(j, opts.progressToken),
+    });
+    const t0 = Date.now();
+    const quiet = method === 'predict';
+    if (!quiet) this.opts.log(`${job.id}: ${method} for ${s.id} (${s.clientName}) ${job.state}${opts.summary ? `: ${opts.summary}` : ''}`);
+    const sub = token.onCancellationRequested(() => {
+      this.opts.log(`${job.id}: cancel requested by ${s.id}`);
+      this.queue.cancel(job.id);
+    });
+    if (token.isCancellationRequested) this.queue.cancel(job.id);
+    return result.then(
+      (r) => {
+        sub.dispose();
+        if (!quiet) this.opts.log(`${job.id}: ${method} done in ${Date.now() - t0} ms`);
+        return r;
+      },
+      (e) => {
+        sub.dispose();
+        const what = isFactLensError(e) && e.code === 'CANCELLED' ? 'cancelled' : `failed: ${(e as Error)?.message ?? e}`;
+        this.opts.log(`${job.id}: ${method} ${what} after ${Date.now() - t0} ms`);
+        throw e;
+      },
+    );
+  }
+
+  private makeHandlers(): Record<string, Handler> {
+    const feature = <K extends keyof Features>(k: K, method: string): NonNullable<Features[K]> => {
+      const f = this.features[k];
+      if (!f) {
+        throw new ProtocolError('NOT_AVAILABLE', `${method}: ${unavailableMethods(this.features)[method] ?? 'not available'}`, {
+          field: 'method',
+          method,
+        });
+      }
+      return f as NonNullable<Features[K]>;
+    };
+    return {
+      initialize: {
+        open: true,
+        run: (s, raw) => {
+          const p = SCHEMAS.initialize(raw, '') as InitializeParams;
+          // The token first: an unauthenticated client learns nothing, not even the version.
+          if (s.kind === 'socket' && !this.tokenMatches(p.token)) {
+            this.opts.log(`${s.id}: refused ${s.remote}: ${p.token === undefined ? 'no token' : 'wrong token'}`);
+            s.closeAfterReply();
+            throw new ProtocolError(
+              'UNAUTHORIZED',
+              p.token === undefined
+                ? 'this engine requires a token: pass the one it was started with (--token or FACTLENS_TOKEN)'
+                : 'wrong token; the connection is closed',
+              { field: 'token' },
+            );
+          }
+          if (!protocolCompatible(p.protocolVersion, PROTOCOL_VERSION)) {
+            throw new ProtocolError(
+              'VERSION_MISMATCH',
+              `the client speaks protocol ${p.protocolVersion} but this engine (factlens ${ENGINE_VERSION}) speaks ${PROTOCOL_VERSION}; ` +
+                'install matching versions of the extension and the engine',
+              { field: 'protocolVersion', client: p.protocolVersion, engine: PROTOCOL_VERSION },
+            );
+          }
+          s.initialized = true;
+          s.clientName = p.clientName ?? 'client';
+          s.reader.maxMessageBytes = this.opts.maxMessageBytes;
+          s.clearInitTimer();
+          this.opts.log(`${s.id}: initialized by ${s.clientName}${p.clientVersion ? ` ${p.clientVersion}` : ''} (${s.remote})`);
+          const result: InitializeResult = {
+            engineVersion: ENGINE_VERSION,
+            protocolVersion: PROTOCOL_VERSION,
+            pid: process.pid,
+            backend: { active: activeBackend(), preferred: this.opts.preferredBackend ?? null, available: probeBackends() },
+            capabilities: {
+              methods: [...METHODS],
+              unavailable: unavailableMethods(this.features),
+              predictJumpsQueue: true,
+              cancellation: true,
+              progress: true,
+            },
+            limits: { maxMessageBytes: this.opts.maxMessageBytes },
+            connection: { id: s.id, transport: s.kind },
+            model: this.modelInfo(),
+          };
+          return result;
+        },
+      },
+      'model/load': {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.modelLoad(raw, '') as ModelLoadParams;
+          const dir = p.dir ? path.resolve(p.dir) : undefined;
+          if (dir && !fs.existsSync(dir)) {
+            throw new FactLensError('MODEL_NOT_FOUND', `model folder ${dir} does not exist (on the engine's machine)`, {
+              field: 'dir',
+              file: dir,
+            });
+          }
+          const summary = dir ? path.basename(dir) : 'tinyworld (embedded)';
+          return this.runJob(s, 'model/load', { summary, exclusive: true, progressToken: p.progressToken }, token, async (control) => {
+            control.onProgress?.(0, `loading ${summary}`);
+            const t0 = Date.now();
+            const m = await loadModel({ dir, backend: p.backend ?? this.opts.preferredBackend });
+            const old = this.model;
+            this.model = m;
+            this.loadedAt = new Date();
+            if (old) disposeModel(old);
+            this.opts.log(`loaded ${m.name} (${m.parameterCount} parameters) on ${m.backend} in ${Date.now() - t0} ms`);
+            control.onProgress?.(1, `loaded ${m.name}`);
+            return this.modelInfo()!;
+          });
+        },
+      },
+      'model/info': {
+        run: (_s, raw) => {
+          v.none()(raw, '');
+          return this.modelInfo();
+        },
+      },
+      predict: {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.predict(raw, '') as PredictParams;
+          const model = this.requireModel();
+          return this.runJob(s, 'predict', { summary: clip(p.prompt), priority: true }, token, () =>
+            predict(this.model ?? model, p.prompt, p.k ?? 10),
+          );
+        },
+      },
+      trace: {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.trace(raw, '') as TraceParams;
+          this.requireModel();
+          const { prompt, progressToken: pt, ...opts } = p;
+          return this.runJob(s, 'trace', { summary: clip(prompt), progressToken: pt }, token, (control) =>
+            trace(this.requireModel(), prompt, opts, control),
+          );
+        },
+      },
+      traceAverage: {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.traceAverage(raw, '') as TraceAverageParams;
+          const model = this.requireModel();
+          const { factsFile, facts, progressToken: pt, ...opts } = p;
+          if (factsFile && facts) {
+            throw new FactLensError('INVALID_ARGUMENT', 'give either factsFile or facts, not both', { field: 'facts' });
+          }
+          const file = factsFile ? path.resolve(factsFile) : facts ? null : path.join(model.dir, 'facts.jsonl');
+          const items = file ? readFacts(file) : (facts as Fact[]).map((fact, i) => ({ line: i + 1, fact }));
+          const summary = `${file ? path.basename(file) : `${items.length} facts`}${opts.limit ? ` (limit ${opts.limit})` : ''}`;
+          return this.runJob(s, 'traceAverage', { summary, progressToken: pt }, token, (control) =>
+            traceAverage(this.requireModel(), items, opts, control),
+          );
+        },
+      },
+      'edit/apply': {
+        run: (s, raw, token) => {
+          const p = editApplyCheck(raw, '');
+          const edit = feature('edit', 'edit/apply');
+          this.requireModel();
+          const summary = p.record ? `re-apply ${p.record.id}` : `${p.request!.subject} → ${p.request!.target}`;
+          // Computing an edit reads the weights and never changes them, so predict may run beside
+          // it; applying is synchronous (nothing runs in between). A precomputed record is quick.
+          const exclusive = p.record !== undefined;
+          return this.runJob(s, 'edit/apply', { summary, exclusive, progressToken: p.progressToken }, token, async (control) => {
+            const model = this.requireModel();
+            const record = p.record ?? (await edit.compute(model, p.request!, p.options ?? {}, control));
+            control.onProgress?.(1, `applying ${record.id}`);
+            await edit.apply(model, record, p.force === true);
+            return record;
+          });
+        },
+      },
+      'edit/revert': {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.editRevert(raw, '');
+          const edit = feature('edit', 'edit/revert');
+          this.requireModel();
+          return this.runJob(s, 'edit/revert', { summary: p.id, exclusive: true }, token, async (): Promise<EditRevertResult> => {
+            const model = this.requireModel();
+            await edit.revert(model, p.id);
+            return { reverted: p.id, remaining: edit.list(model).map((r) => r.id) };
+          });
+        },
+      },
+      'edit/list': {
+        run: (_s, raw) => {
+          v.none()(raw, '');
+          const edit = feature('edit', 'edit/list');
+          return edit.list(this.requireModel());
+        },
+      },
+      'eval/run': {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.evalRun(raw, '') as EvalRunParams;
+          const ev = feature('eval', 'eval/run');
+          this.requireModel();
+          return this.runJob(s, 'eval/run', { summary: p.dataset ?? 'applied edits', progressToken: p.progressToken }, token, (control) =>
+            ev.run(this.requireModel(), p, control),
+          );
+        },
+      },
+      'stats/compute': {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.statsCompute(raw, '') as StatsComputeParams;
+          const st = feature('stats', 'stats/compute');
+          this.requireModel();
+          const summary = p.layers ? `layers ${p.layers.join(', ')}` : 'default layers';
+          return this.runJob(s, 'stats/compute', { summary, progressToken: p.progressToken }, token, (control) =>
+            st.compute(this.requireModel(), p, control),
+          );
+        },
+      },
+      'jobs/list': {
+        run: (s, raw): JobsListResult => {
+          v.none()(raw, '');
+          let position = 0;
+          const jobs = this.queue.list().map((j): JobInfo => ({
+            id: j.id,
+            method: j.method,
+            state: j.state,
+            position: j.state === 'running' ? 0 : ++position,
+            owner: { ...j.owner },
+            mine: j.owner.connection === s.id,
+            summary: j.summary,
+            fraction: j.fraction,
+            message: j.message,
+            queuedAt: j.queuedAt.toISOString(),
+            ...(j.startedAt ? { startedAt: j.startedAt.toISOString() } : {}),
+          }));
+          return { jobs };
+        },
+      },
+      shutdown: {
+        run: (s, raw): ShutdownResult => {
+          v.none()(raw, '');
+          s.closing = true;
+          const n = this.queue.cancelOwnedBy(s.id, 'cancelled by shutdown');
+          this.opts.log(`${s.id}: shutdown requested${n ? `; cancelled ${n} job(s)` : ''}`);
+          s.closeAfterReply();
+          return { exiting: s.kind === 'stdio' };
+        },
+      },
+    };
+  }
+}
+
+function digest(s: string): Buffer {
+  return crypto.createHash('sha256').update(s, 'utf8').digest();
+}
+
+export class Session {
+  readonly id = `conn-${++sessionSeq}`;
+  readonly connection: MessageConnection;
+  readonly reader: LimitedMessageReader;
+  initialized = false;
+  closing = false;
+  clientName = 'client';
+  private closed = false;
+  private initTimer: NodeJS.Timeout | null = null;
+  private readonly writer: StreamMessageWriter;
+
+  constructor(
+    private readonly engine: Engine,
+    input: NodeJS.ReadableStream,
+    output: NodeJS.WritableStream,
+    readonly kind: 'stdio' | 'socket',
+    readonly remote: string,
+    private readonly closeTransport: () => void,
+  ) {
+    const log = (line: string) => engine.opts.log(`${this.id}: ${line}`);
+    this.writer = new StreamMessageWriter(output);
+    // Before initialize, a socket client may only send small messages.
+    const preAuthLimit = kind === 'socket' && engine.tokenRequired ? Math.min(64 * 1024, engine.opts.maxMessageBytes) : engine.opts.maxMessageBytes;
+    this.reader = new LimitedMessageReader(input, {
+      maxMessageBytes: preAuthLimit,
+      reply: (m) => {
+        if (!this.closed) this.writer.write(m).catch(() => {});
+      },
+      log,
+    });
+    this.connection = createMessageConnection(this.reader, this.writer, {
+      error: (m) => log(m),
+      warn: (m) => log(m),
+      info: () => {},
+      log: () => {},
+    });
+    this.connection.onRequest((method, params, token) => this.handle(method, params, token));
+    this.connection.onNotification(() => {
+      /* unknown notifications are ignored; $/cancelRequest is handled by the connection */
+    });
+    this.connection.onError(([e]) => log(`connection error: ${e?.message ?? e}`));
+    this.connection.onClose(() => this.close());
+    this.connection.listen();
+    if (kind === 'socket') {
+      this.initTimer = setTimeout(() => {
+        if (!this.initialized) {
+          log('closing: no initialize within the time limit');
+          this.close();
+        }
+      }, engine.opts.initTimeoutMs ?? 30_000);
+      this.initTimer.unref();
+    }
+  }
+
+  clearInitTimer(): void {
+    if (this.initTimer) clearTimeout(this.initTimer);
+    this.initTimer = null;
+  }
+
+  private async handle(method: string, params: unknown, token: CancellationToken): Promise<unknown> {
+    try {
+      return await this.engine.dispatch(this, method, params, token);
+    } catch (e) {
+      const err = toResponseError(e, method);
+      if (err.code === ERROR_CODES.INTERNAL) {
+        this.engine.opts.log(`${this.id}: ${method} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+      throw err;
+    }
+  }
+
+  /** Sends $/progress for a job of this session, if the request asked for progress. */
+  progress(job: QueuedJob, token: string | undefined): void {
+    if (!token || this.closed) return;
+    this.connection
+      .sendNotification(Progress, {
+        token,
+        jobId: job.id,
+        method: job.method,
+        fraction: job.fraction,
+        message: job.message,
+        state: job.state,
+      })
+      .catch(() => {});
+  }
+
+  /** Closes the connection once the current reply has been written. */
+  closeAfterReply(): void {
+    this.closing = true;
+    setTimeout(() => this.close(), 50).unref?.();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.clearInitTimer();
+    this.engine.detach(this);
+    try {
+      this.connection.dispose();
+    } catch {
+      /* already gone */
+    }
+    try {
+      this.closeTransport();
+    } catch {
+      /* already gone */
+    }
+  }
+}

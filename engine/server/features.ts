@@ -1,0 +1,91 @@
+/**
+ * The engine modules behind the edit, statistics and evaluation methods. A feature that is
+ * null is declared in the protocol but not in this build: the server answers its methods with
+ * NOT_AVAILABLE and `initialize` lists it under capabilities.unavailable.
+ */
+import * as path from 'node:path';
+import type { LoadedModel } from '../model/load.js';
+import type { EditRecord, EditRequest } from '../edit/types.js';
+import { applyEdit, computeEdit, layerStats, listEdits, revertEdit, romeHparams } from '../edit/index.js';
+import type { JobControl } from '../util/jobs.js';
+import type {
+  EditComputeOptions,
+  EvalRunParams,
+  EvalRunResult,
+  LayerStatsSummary,
+  StatsComputeParams,
+  StatsComputeResult,
+} from '../protocol.js';
+
+export interface EditFeature {
+  compute(model: LoadedModel, request: EditRequest, options: EditComputeOptions, control: JobControl): Promise<EditRecord>;
+  apply(model: LoadedModel, record: EditRecord, force: boolean): void | Promise<void>;
+  revert(model: LoadedModel, id: string): void | Promise<void>;
+  list(model: LoadedModel): EditRecord[];
+}
+
+export interface StatsFeature {
+  compute(model: LoadedModel, params: StatsComputeParams, control: JobControl): Promise<StatsComputeResult>;
+}
+
+export interface EvalFeature {
+  run(model: LoadedModel, params: EvalRunParams, control: JobControl): Promise<EvalRunResult>;
+}
+
+export interface Features {
+  edit: EditFeature | null;
+  stats: StatsFeature | null;
+  eval: EvalFeature | null;
+}
+
+/** A JobControl reporting progress into [lo, hi) of the parent's, sharing its cancellation. */
+function subControl(control: JobControl, lo: number, hi: number, what: string): JobControl {
+  return {
+    get cancelled() {
+      return control.cancelled;
+    },
+    onProgress: control.onProgress ? (f, m) => control.onProgress!(lo + (hi - lo) * f, `${what}: ${m}`) : undefined,
+  };
+}
+
+export const FEATURES: Features = {
+  edit: {
+    compute: (model, request, options, control) => computeEdit(model, request, control, { ...options }),
+    apply: (model, record, force) => applyEdit(model, record, { force }),
+    revert: (model, id) => {
+      revertEdit(model, id);
+    },
+    list: (model) => listEdits(model),
+  },
+  stats: {
+    async compute(model, p, control) {
+      const layers = p.layers ?? [(await romeHparams(model, {}, subControl(control, 0, 0.05, 'choosing the layer'))).layer];
+      const out: LayerStatsSummary[] = [];
+      const start = p.layers ? 0 : 0.05;
+      for (let i = 0; i < layers.length; i++) {
+        const span = (1 - start) / layers.length;
+        const s = await layerStats(
+          model,
+          layers[i],
+          { corpus: p.corpus ? path.resolve(p.corpus) : undefined, samples: p.samples, batchTokens: p.batchTokens, cache: p.cache },
+          subControl(control, start + i * span, start + (i + 1) * span, `layer ${layers[i]}`),
+        );
+        const { sum: _sum, ...summary } = s;
+        out.push(summary);
+      }
+      return { layers: out };
+    },
+  },
+  // engine/eval has no entry point yet: eval/run answers NOT_AVAILABLE.
+  eval: null,
+};
+
+/** Why a method is unavailable in this build (for errors and initialize). */
+export function unavailableMethods(f: Features = FEATURES): Record<string, string> {
+  const out: Record<string, string> = {};
+  const why = (what: string) => `${what} is not available in this engine build`;
+  if (!f.edit) for (const m of ['edit/apply', 'edit/revert', 'edit/list']) out[m] = why('editing');
+  if (!f.stats) out['stats/compute'] = why('statistics');
+  if (!f.eval) out['eval/run'] = why('evaluation');
+  return out;
+}

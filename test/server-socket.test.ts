@@ -1,0 +1,191 @@
+/**
+ * Socket mode (`serve --listen HOST:PORT`): the token check in initialize (constant-time;
+ * wrong or missing token refused and the connection closed), the refusal to bind a
+ * non-loopback address without a token, and two clients on one engine whose jobs, progress
+ * and results stay their own. Real engine processes throughout.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import { CancellationTokenSource } from 'vscode-jsonrpc';
+import { EngineError, type EngineClient } from '../engine/client/index.js';
+import { ERROR_CODES, JobsList, ModelInfoRequest, Predict, PROTOCOL_VERSION, Trace, type JobInfo } from '../engine/protocol.js';
+import { connectClient, frame, FrameParser, startRawEngine, until, type RawEngine } from './helpers/engine-process.js';
+
+const TOKEN = 'correct horse battery staple 0123456789';
+
+let engine: RawEngine;
+let port: number;
+
+before(async () => {
+  // The token comes from the environment here; the --token flag is covered below.
+  engine = startRawEngine(['--listen', '127.0.0.1:0', '--preload'], { ...process.env, FACTLENS_TOKEN: TOKEN });
+  const m = await engine.waitForLog(/listening on 127\.0\.0\.1:(\d+) \(token required\)/);
+  port = Number(m[1]);
+});
+
+after(() => engine?.kill());
+
+/**
+ * A raw socket exchange: sends frames, collects replies until done(replies) holds; with
+ * waitForClose, then waits (up to 10 s) for the engine to close the connection.
+ */
+async function raw(messages: unknown[], done: (replies: any[]) => boolean, waitForClose = false): Promise<{ replies: any[]; closed: boolean }> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  const parser = new FrameParser();
+  const replies: any[] = [];
+  let closed = false;
+  socket.on('data', (d) => replies.push(...parser.push(d)));
+  socket.on('close', () => (closed = true));
+  socket.on('error', () => {});
+  await new Promise((r) => socket.once('connect', r));
+  for (const m of messages) socket.write(frame(JSON.stringify(m)));
+  await until(() => done(replies) || closed, 30_000, 'replies from the socket engine');
+  if (waitForClose) await until(() => closed, 10_000, 'the engine to close the connection').catch(() => {});
+  socket.destroy();
+  return { replies, closed };
+}
+
+describe('socket mode: authentication', () => {
+  test('a wrong token is refused with UNAUTHORIZED and the connection is closed', async () => {
+    const { replies, closed } = await raw(
+      [
+        { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: PROTOCOL_VERSION, token: 'wrong' } },
+        { jsonrpc: '2.0', id: 2, method: 'model/info', params: {} },
+      ],
+      (r) => r.length >= 1,
+      true,
+    );
+    assert.equal(replies[0].id, 1);
+    assert.equal(replies[0].error.code, ERROR_CODES.UNAUTHORIZED);
+    assert.equal(replies[0].error.data.code, 'UNAUTHORIZED');
+    assert.equal(replies[0].error.data.field, 'token');
+    assert.ok(!replies.some((r) => r.id === 2 && r.result !== undefined), 'nothing was served after the refusal');
+    assert.ok(closed, 'the engine closed the connection');
+  });
+
+  test('the client library reports a wrong token as UNAUTHORIZED, without retrying', async () => {
+    await assert.rejects(connectClient({ host: '127.0.0.1', port, token: 'nope' }), (e: EngineError) => {
+      assert.equal(e.kind, 'UNAUTHORIZED');
+      assert.match(e.message, /wrong token/);
+      return true;
+    });
+  });
+
+  test('no token: UNAUTHORIZED telling how to pass one', async () => {
+    await assert.rejects(connectClient({ host: '127.0.0.1', port }), (e: EngineError) => {
+      assert.equal(e.kind, 'UNAUTHORIZED');
+      assert.match(e.message, /requires a token.*--token or FACTLENS_TOKEN/);
+      return true;
+    });
+  });
+
+  test('requests before initialize: NOT_INITIALIZED', async () => {
+    const { replies } = await raw([{ jsonrpc: '2.0', id: 7, method: 'predict', params: { prompt: 'x' } }], (r) => r.length >= 1);
+    assert.equal(replies[0].error.code, ERROR_CODES.NOT_INITIALIZED);
+  });
+
+  test('refuses to bind a non-loopback address without a token; binds it with --token', async () => {
+    const env = { ...process.env };
+    delete env.FACTLENS_TOKEN;
+    const refused = startRawEngine(['--listen', '0.0.0.0:0'], env);
+    const { code } = await refused.exited;
+    assert.equal(code, 2);
+    assert.match(refused.log.text, /refusing to listen on 0\.0\.0\.0, which is not a loopback address, without a token/);
+
+    const ok = startRawEngine(['--listen', '0.0.0.0:0', '--token', 'a-token-for-this-test'], env);
+    try {
+      const m = await ok.waitForLog(/listening on 0\.0\.0\.0:(\d+) \(token required\)/, 60_000);
+      const c = await connectClient({ host: '127.0.0.1', port: Number(m[1]), token: 'a-token-for-this-test' });
+      assert.equal(c.client.info!.connection.transport, 'socket');
+      await c.client.stop();
+    } finally {
+      ok.kill();
+    }
+  });
+});
+
+describe('socket mode: two clients on one engine', () => {
+  let alice: EngineClient;
+  let bob: EngineClient;
+
+  before(async () => {
+    ({ client: alice } = await connectClient({ host: '127.0.0.1', port, token: TOKEN, clientName: 'alice' }));
+    ({ client: bob } = await connectClient({ host: '127.0.0.1', port, token: TOKEN, clientName: 'bob' }));
+    await until(async () => (await alice.request(ModelInfoRequest, {})) !== null, 180_000, 'the preloaded model');
+  });
+
+  after(async () => {
+    await alice?.stop();
+    await bob?.stop();
+  });
+
+  test('each sees its own jobs as its own, progress and results go to the right client', async () => {
+    const progress = { alice: new Set<string>(), bob: new Set<string>() };
+    const fast = { samples: 2, kinds: ['hidden' as const] };
+    const a = alice.request(Trace, { prompt: 'The capital of France is', subject: 'France', ...fast }, {
+      onProgress: (_f, _m, p) => progress.alice.add(p.jobId),
+    });
+    const b = bob.request(Trace, { prompt: 'The capital of Germany is', subject: 'Germany', ...fast }, {
+      onProgress: (_f, _m, p) => progress.bob.add(p.jobId),
+    });
+    let seenByAlice: JobInfo[] = [];
+    let seenByBob: JobInfo[] = [];
+    await until(
+      async () => {
+        seenByAlice = (await alice.request(JobsList, {})).jobs;
+        seenByBob = (await bob.request(JobsList, {})).jobs;
+        return seenByAlice.length === 2 && seenByBob.length === 2;
+      },
+      60_000,
+      'both traces in the shared queue',
+    );
+    // One queue, one job running at a time, owners named.
+    assert.deepEqual(seenByAlice.map((j) => j.state).sort(), ['queued', 'running']);
+    const aliceJob = seenByAlice.find((j) => j.mine)!;
+    const bobJob = seenByBob.find((j) => j.mine)!;
+    assert.equal(seenByAlice.filter((j) => j.mine).length, 1);
+    assert.equal(seenByBob.filter((j) => j.mine).length, 1);
+    assert.equal(aliceJob.owner.client, 'alice');
+    assert.equal(bobJob.owner.client, 'bob');
+    assert.notEqual(aliceJob.id, bobJob.id);
+    assert.notEqual(aliceJob.owner.connection, bobJob.owner.connection);
+    assert.equal(seenByBob.find((j) => j.id === aliceJob.id)?.mine, false, "bob sees alice's job as not his");
+    assert.equal(aliceJob.summary, 'The capital of France is');
+    assert.equal(bobJob.summary, 'The capital of Germany is');
+
+    const [ra, rb] = await Promise.all([a, b]);
+    assert.equal(ra.prompt, 'The capital of France is');
+    assert.equal(ra.answer.token, ' Paris');
+    assert.equal(rb.prompt, 'The capital of Germany is');
+    assert.equal(rb.answer.token, ' Berlin');
+    assert.deepEqual([...progress.alice], [aliceJob.id], "alice received progress of her job only");
+    assert.deepEqual([...progress.bob], [bobJob.id], "bob received progress of his job only");
+  });
+
+  test("one client's cancellation and disconnection do not touch the other's jobs", async () => {
+    const long = { prompt: 'The official language of France is', subject: 'France', samples: 50 };
+    const cts = new CancellationTokenSource();
+    const a = alice.request(Trace, long, { token: cts.token }).catch((e: EngineError) => e);
+    await until(async () => (await bob.request(JobsList, {})).jobs.some((j) => j.state === 'running'), 60_000, "alice's trace to run");
+    const b = bob.request(Trace, { prompt: 'The capital of Germany is', subject: 'Germany', samples: 2, kinds: ['hidden'] });
+    // predict from bob jumps the queue while alice's trace runs.
+    assert.equal((await bob.request(Predict, { prompt: 'The capital of Germany is', k: 1 })).top[0].token, ' Berlin');
+    cts.cancel();
+    const ea = await a;
+    assert.ok(ea instanceof EngineError && ea.kind === 'CANCELLED', String(ea));
+    const rb = await b;
+    assert.equal(rb.answer.token, ' Berlin', "bob's trace ran after alice cancelled hers");
+
+    // Alice queues a job behind bob's and disconnects: her job is cancelled, bob's completes.
+    const bobLong = bob.request(Trace, { prompt: 'The capital of Italy is', subject: 'Italy', samples: 2, kinds: ['hidden'] });
+    const aliceQueued = alice.request(Trace, long).catch((e: EngineError) => e);
+    await until(async () => (await bob.request(JobsList, {})).jobs.length === 2, 30_000, 'two jobs queued');
+    await alice.stop();
+    const ae = await aliceQueued;
+    assert.ok(ae instanceof EngineError, 'alice got an error for her pending job');
+    assert.equal((await bobLong).answer.token, ' Rome');
+    await until(async () => (await bob.request(JobsList, {})).jobs.length === 0, 30_000, "alice's job to be dropped");
+    assert.equal(bob.state, 'ready');
+  });
+});
