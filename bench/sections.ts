@@ -4,5 +4,7 @@
  */
 import type { Section } from './types.js';
 import { forwardSection } from './forward.js';
+import { traceSection } from './trace.js';
+import { editSection } from './edit.js';
 
-export const SECTIONS: Section[] = [forwardSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection];

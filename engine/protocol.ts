@@ -288,9 +288,14 @@ export const EditList = new RequestType<EditListParams, EditRecord[], EngineErro
 export interface EvalRunParams extends WithProgress {
   /** Edit ids to evaluate (default: all applied edits). */
   edits?: string[];
-  /** Facts/evaluation file on the engine's machine. */
+  /** CounterFact-format file on the engine's machine; each record is edited, evaluated and reverted. */
   dataset?: string;
   limit?: number;
+  /** Editing method for the dataset's records (default rome; 'none' evaluates the unedited model). */
+  method?: 'rome' | 'memit' | 'ft' | 'ft-l' | 'none';
+  layer?: number;
+  /** Records edited together (MEMIT batches). */
+  batch?: number;
 }
 export type EvalRunResult = Record<string, unknown>;
 export const EvalRun = new RequestType<EvalRunParams, EvalRunResult, EngineErrorData>('eval/run');

@@ -200,6 +200,9 @@ const SCHEMAS = {
     edits: v.opt(v.arr(v.str({ min: 1, max: 200 }), { max: 10_000 })),
     dataset: v.opt(v.str({ min: 1, max: 4096 })),
     limit: v.opt(v.int({ min: 1 })),
+    method: v.opt(v.oneOf('rome', 'memit', 'ft', 'ft-l', 'none')),
+    layer: v.opt(v.int({ min: 0 })),
+    batch: v.opt(v.int({ min: 1 })),
     progressToken,
   }),
 };

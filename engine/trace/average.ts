@@ -151,7 +151,12 @@ export async function traceAverage(
         skipped.push({ line: item.line, subject: f.subject, reason: 'not predicted correctly' });
         continue;
       }
-      const r = await trace(model, prompt, { ...opts, subject: f.subject, kinds });
+      // Share the caller's cancellation so a long fact stops within one trace checkpoint.
+      const r = await trace(model, prompt, { ...opts, subject: f.subject, kinds }, {
+        get cancelled() {
+          return control.cancelled;
+        },
+      });
       last = r;
       traced++;
       cleanSum += r.clean_prob;

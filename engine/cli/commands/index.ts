@@ -9,6 +9,7 @@ import * as predict from './predict.js';
 import * as trace from './trace.js';
 import * as traceAvg from './trace-avg.js';
 import * as edit from './edit.js';
+import * as evalCmd from './eval.js';
 import * as serve from './serve.js';
 import * as version from './version.js';
 
@@ -17,7 +18,7 @@ export const COMMANDS: readonly Command[] = [
   trace,
   traceAvg,
   edit,
-  // eval: to come
+  evalCmd,
   serve,
   version,
 ];

@@ -10,7 +10,7 @@ import { Rng } from '../../util/rng.js';
 
 export const name = 'trace-avg';
 export const summary = 'average indirect effect of restorations over many facts (the paper\'s Figure 2)';
-export const usage = 'trace-avg [--facts FILE] [--limit N] [--shuffle SEED] [--kind hidden,mlp,attn] [--samples N] [--window N] [--model DIR] [--json]';
+export const usage = 'trace-avg [--facts FILE] [--limit N] [--shuffle SEED] [--shard I/N] [--kind hidden,mlp,attn] [--samples N] [--window N] [--model DIR] [--json]';
 export const description =
   'Traces every fact whose answer the model predicts (greedy next token = first token of the object),\n' +
   'buckets token positions (first/middle/last subject token, first subsequent, further, last token),\n' +
@@ -26,6 +26,7 @@ export const options: OptionsSpec = {
   samples: { type: 'string', valueName: 'N', description: 'corrupted samples per fact', default: '10' },
   window: { type: 'string', valueName: 'N', description: 'restored MLP/attention window' },
   shuffle: { type: 'string', valueName: 'SEED', description: 'visit the facts in a seeded random order (a sample across relations)' },
+  shard: { type: 'string', valueName: 'I/N', description: 'only every N-th fact starting at I (after shuffling), to split a long run over processes' },
   ...outputOptions,
 };
 
@@ -44,9 +45,15 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
         [facts[i], facts[j]] = [facts[j], facts[i]];
       }
     }
+    let selected = facts;
+    if (typeof args.values.shard === 'string') {
+      const m = /^(\d+)\/(\d+)$/.exec(args.values.shard);
+      if (!m || Number(m[1]) >= Number(m[2])) throw new UsageError(`--shard takes I/N with 0 ≤ I < N, got '${args.values.shard}'`, name);
+      selected = facts.filter((_, i) => i % Number(m[2]) === Number(m[1]));
+    }
     const result = await traceAverage(
       model,
-      facts,
+      selected,
       {
         kinds,
         limit: intOption(args.values.limit, 'limit', 100, name),

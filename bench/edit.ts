@@ -1,0 +1,221 @@
+/**
+ * Edit section: seconds per ROME edit, cold (second-moment statistics and context templates
+ * computed: the first edit at a layer) and cached (statistics read from the disk cache,
+ * templates from memory), on the embedded tinyworld model and on the GPT-2-small-shaped
+ * random model of the forward section; plus the cost of one v* optimisation step for each
+ * way of computing it (suffix / blocks / full forward, fast vs stock gradient), measured in the
+ * same process, as ratios.
+ *
+ * Statistics: tinyworld uses its whole corpus (26,046 lines, ~352k tokens: the default). The
+ * random 124M model has no corpus of its own; it uses tinyworld's corpus.txt restricted to
+ * 1,000 documents (~14k tokens) to bound the time: a real model would use 100,000 Wikipedia
+ * articles, i.e. hours (rome-spec §6.1), which is why the cache matters.
+ *
+ * Caches go to a fresh temporary FACTLENS_CACHE_DIR, so "cold" really is cold. Edit timings are
+ * wall-clock (one cold run by nature; best / median over the cached runs) and the v*-step
+ * timings are CPU time per step (best / median over steps), less sensitive to a busy machine.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { disposeModel, loadModel, type LoadedModel } from '../engine/model/load.js';
+import { probeBackends, selectBackend } from '../engine/runtime/backend.js';
+import { computeEdit, romeEditParts } from '../engine/edit/index.js';
+import { ensureGpt2Small } from './gpt2-small.js';
+import type { BenchContext, Section, SectionResult, Table } from './types.js';
+import { bm, median, sig } from './util.js';
+
+const CF_FILE = path.resolve(__dirname, '..', '..', 'shared', 'tinyworld', 'counterfact-dev.json');
+
+interface Req {
+  prompt: string;
+  subject: string;
+  target: string;
+}
+
+function requests(n: number): Req[] {
+  const fallback: Req[] = [
+    { prompt: '{} is located in the country of', subject: 'Paris', target: 'Japan' },
+    { prompt: 'The capital of {} is', subject: 'France', target: 'Berlin' },
+    { prompt: '{} was born in', subject: 'David Stan', target: 'Nairobi' },
+    { prompt: 'The official language of {} is', subject: 'Germany', target: 'French' },
+  ];
+  try {
+    const cf = JSON.parse(fs.readFileSync(CF_FILE, 'utf8')) as Array<{ requested_rewrite: { prompt: string; subject: string; target_new: { str: string } } }>;
+    return cf.slice(0, n).map((c) => ({ prompt: c.requested_rewrite.prompt, subject: c.requested_rewrite.subject, target: c.requested_rewrite.target_new.str }));
+  } catch {
+    return fallback.slice(0, n);
+  }
+}
+
+interface ModelPlan {
+  id: string;
+  label: string;
+  dir?: string;
+  layer: number;
+  corpus?: string;
+  samples?: number;
+  statsNote: string;
+}
+
+async function run(ctx: BenchContext): Promise<SectionResult> {
+  const out: SectionResult = { rows: [], tables: [], skipped: [], notes: [] };
+  const wanted = ctx.options.backends ?? ['wasm'];
+  const backend = probeBackends().find((b) => wanted.includes(b.name) && b.available && b.name !== 'cpu')?.name;
+  if (!backend) {
+    out.skipped.push({ what: 'edit section', why: `no usable backend among ${wanted.join(', ')} (cpu is ~45× slower than wasm: skipped)` });
+    return out;
+  }
+  await selectBackend(backend);
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-bench-edit-'));
+  const prevCache = process.env.FACTLENS_CACHE_DIR;
+  process.env.FACTLENS_CACHE_DIR = cache;
+  const tiny = undefined;
+  const plans: ModelPlan[] = [
+    { id: 'tinyworld', label: 'tinyworld (19M, 8 layers, d 256)', dir: tiny, layer: 2, statsNote: 'its corpus.txt, all 26,046 documents' },
+  ];
+  try {
+    const g = ensureGpt2Small(ctx.log);
+    plans.push({
+      id: 'gpt2-small-random',
+      label: 'GPT-2-small-shaped random (124M, 12 layers, d 768)',
+      dir: g.dir,
+      layer: 4,
+      corpus: path.join(path.resolve(__dirname, '..', 'engine', 'assets', 'tinyworld'), 'corpus.txt'),
+      samples: 1000,
+      statsNote: "tinyworld's corpus.txt, 1,000 documents (bounded; see notes)",
+    });
+  } catch (e) {
+    out.skipped.push({ what: 'gpt2-small-random', why: `could not build the checkpoint: ${(e as Error).message}` });
+  }
+
+  const editRows: string[][] = [];
+  const stepRows: string[][] = [];
+  const trajRows: string[][] = [];
+  try {
+    for (const plan of plans) {
+      let model: LoadedModel | null = null;
+      try {
+        model = await loadModel({ dir: plan.dir, backend });
+        ctx.log(`${plan.id}: loaded on ${model.backend}`);
+        const reqs = requests(4);
+        const timings: Array<Record<string, number>> = [];
+        for (let i = 0; i < reqs.length; i++) {
+          const t0 = performance.now();
+          const rec = await computeEdit(
+            model,
+            { ...reqs[i], layers: [plan.layer], corpus: plan.corpus },
+            { onProgress: (f, msg) => ctx.log(`${plan.id} edit ${i + 1}: ${(f * 100).toFixed(0)}% ${msg}`) },
+            { statsSamples: plan.samples },
+          );
+          const wall = (performance.now() - t0) / 1000;
+          const n = rec.info;
+          const row = {
+            wall,
+            stats: n.seconds_stats as number,
+            templates: n.seconds_templates as number,
+            keys: n.seconds_keys as number,
+            v: n.seconds_v as number,
+            steps: n.v_steps as number,
+            tokens: n.stats_tokens as number,
+            statsCached: n.stats_cached as number,
+          };
+          timings.push(row);
+          out.rows.push({ kind: 'rome-edit', model: plan.id, backend: model.backend, layer: plan.layer, phase: i === 0 ? 'cold' : 'cached', ...row });
+          if (i === 0) {
+            trajRows.push([plan.id, `${reqs[0].subject} → ${reqs[0].target}`, String(n.loss_trajectory), sig(n.k_dot_u as number, 4), sig(n.delta_w_norm as number, 4)]);
+          }
+          ctx.log(`${plan.id} edit ${i + 1}: ${wall.toFixed(1)} s (stats ${row.stats.toFixed(1)} s, v* ${row.v.toFixed(1)} s)`);
+        }
+        const cold = timings[0];
+        const warm = timings.slice(1);
+        const w = (k: string) => warm.map((t) => t[k]);
+        editRows.push([
+          plan.label,
+          String(plan.layer),
+          `${sig(cold.wall)} (stats ${sig(cold.stats)}, templates ${sig(cold.templates)}, keys ${sig(cold.keys)}, v* ${sig(cold.v)})`,
+          bm(Math.min(...w('wall')), median(w('wall'))),
+          bm(Math.min(...w('stats')), median(w('stats'))),
+          bm(Math.min(...w('keys')), median(w('keys'))),
+          bm(Math.min(...w('v')), median(w('v'))),
+          `${cold.tokens.toLocaleString('en')} tokens (${plan.statsNote})`,
+        ]);
+
+        // One v* optimisation, 6 steps, per way of computing a step: CPU ms per gradient step.
+        const modes: Array<{ label: string; vForward: 'suffix' | 'blocks' | 'full'; fastGrad: boolean }> = [
+          { label: 'suffix + fast gradient (default)', vForward: 'suffix', fastGrad: true },
+          { label: 'blocks ≥ l + fast gradient', vForward: 'blocks', fastGrad: true },
+          { label: 'full forward + fast gradient', vForward: 'full', fastGrad: true },
+          { label: 'full forward + stock gradient', vForward: 'full', fastGrad: false },
+        ];
+        const perMode: Array<{ label: string; best: number; med: number }> = [];
+        for (const mode of modes) {
+          const cpu: number[] = [];
+          let c = process.cpuUsage();
+          await romeEditParts(
+            model,
+            { ...reqs[0], layers: [plan.layer], corpus: plan.corpus },
+            {},
+            {
+              statsSamples: plan.samples,
+              vForward: mode.vForward,
+              fastGrad: mode.fastGrad,
+              hparams: { vNumGradSteps: 6 },
+              onStep: (s) => {
+                const d = process.cpuUsage(c);
+                // Step 0 includes setup (the δ-free forward, weight transposes); the last step is forward-only.
+                if (s.step >= 1 && s.step <= 4) cpu.push((d.user + d.system) / 1000);
+                c = process.cpuUsage();
+              },
+            },
+          );
+          perMode.push({ label: mode.label, best: Math.min(...cpu), med: median(cpu) });
+          out.rows.push({ kind: 'v-step', model: plan.id, backend: model.backend, mode: mode.vForward, fastGrad: mode.fastGrad, cpuBestMs: Math.min(...cpu), cpuMedianMs: median(cpu), samplesMs: cpu });
+          ctx.log(`${plan.id} v* step, ${mode.label}: ${median(cpu).toFixed(0)} ms CPU`);
+        }
+        const base = perMode[perMode.length - 1].med;
+        for (const p of perMode) stepRows.push([plan.id, p.label, bm(p.best, p.med), `${sig(base / p.med, 2)}×`]);
+      } catch (e) {
+        out.skipped.push({ what: plan.id, why: (e as Error).message.split('\n')[0] });
+      } finally {
+        if (model) disposeModel(model);
+      }
+    }
+  } finally {
+    if (prevCache === undefined) delete process.env.FACTLENS_CACHE_DIR;
+    else process.env.FACTLENS_CACHE_DIR = prevCache;
+    fs.rmSync(cache, { recursive: true, force: true });
+  }
+
+  out.notes.push(
+    'Cold = the first edit at a layer in a fresh cache folder: it computes the second-moment statistics (forward passes up to the layer over the corpus, Σ kkᵀ) and samples the 21 context templates. Cached = later edits: statistics read from the disk cache, templates from memory. "keys" includes the float64 Cholesky factorisation of C (once per process and layer, memoised).',
+    'The v* optimisation runs 20 steps unless the loss drops below 0.05 (rome-spec §2.7); on these models the weight-decay term alone is ≥ 0.2 once δ reaches the clamp radius, so all 20 steps run (the last one forward-only).',
+    'The 124M model is random (the forward section\'s checkpoint): its timings are representative of GPT-2 small, its edits are not meaningful. Its statistics use 1,000 documents to bound the time; the full tinyworld corpus would take ~25× longer cold.',
+  );
+  const tables: Table[] = [
+    {
+      title: `Seconds per ROME edit (${backend})`,
+      columns: ['Model', 'Layer', 'Cold edit s (parts)', 'Cached edit s best / median', 'stats s', 'keys s', 'v* s', 'Statistics over'],
+      rows: editRows,
+    },
+    {
+      title: 'CPU ms per v* gradient step, by method (same process); speed-up vs full forward + stock gradient',
+      columns: ['Model', 'Step computed as', 'CPU ms best / median', 'Speed-up'],
+      rows: stepRows,
+    },
+    {
+      title: 'v* loss trajectory of the cold edit (total loss per step), k·u and ‖ΔW‖ (consistent formula)',
+      columns: ['Model', 'Edit', 'Loss per step', 'k·u', '‖ΔW‖'],
+      rows: trajRows,
+    },
+  ];
+  out.tables.push(...tables);
+  return out;
+}
+
+export const editSection: Section = {
+  name: 'edit',
+  title: 'ROME edit time',
+  expected: '~10–15 min on an idle 2-core machine (tinyworld cold statistics over its whole corpus dominate), 2–3× that when busy',
+  run,
+};

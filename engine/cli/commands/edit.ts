@@ -1,0 +1,206 @@
+/**
+ * `factlens edit --prompt "{} is located in the country of" --subject Paris --target Japan`:
+ * computes one edit (ROME by default), applies it, and shows the new and true targets'
+ * probabilities and greedy generations before and after, plus the edit's diagnostics.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { disposeModel } from '../../model/load.js';
+import { applyEdit, computeEdit, revertAllEdits, saveModel } from '../../edit/apply.js';
+import { greedyContinuations, probePrompts, type PromptProbe } from '../../edit/probe.js';
+import type { EditMethod, EditRecord } from '../../edit/types.js';
+import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
+import type { CommandIO } from '../types.js';
+import { formatProb, showToken } from './predict.js';
+
+export const name = 'edit';
+export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
+export const usage =
+  'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
+  '[--formula consistent|reference] [--check "<prompt>"]... [--save DIR] [--record FILE] [--model DIR] [--json]';
+export const description =
+  'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
+  'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
+  '--check prompt, greedy generations before and after, the layer, k·u, ‖ΔW‖ and timings.\n' +
+  'The true target defaults to the model\'s top next token before the edit.\n' +
+  'The second-moment statistics (first edit at a layer: minutes on a large corpus) and the context\n' +
+  'templates are cached under $FACTLENS_CACHE_DIR (default ~/.cache/factlens) and reused.\n' +
+  '--save writes the edited model as a checkpoint folder (float32 safetensors) that --model reads.';
+
+export const options: OptionsSpec = {
+  ...modelOptions,
+  prompt: { type: 'string', short: 'p', valueName: 'TEXT', description: 'edit prompt, "{}" where the subject goes' },
+  subject: { type: 'string', short: 's', valueName: 'TEXT', description: 'the subject' },
+  target: { type: 'string', short: 't', valueName: 'TEXT', description: 'the new object' },
+  'target-true': { type: 'string', valueName: 'TEXT', description: 'the true object (for reporting)' },
+  method: { type: 'string', valueName: 'NAME', description: 'edit method', default: 'rome', choices: ['rome', 'memit', 'ft', 'ft-l'] },
+  layer: { type: 'string', short: 'l', valueName: 'L', description: 'layer to edit [default: the model\'s ROME layer]' },
+  formula: { type: 'string', valueName: 'F', description: 'ROME right-vector formula', default: 'consistent', choices: ['consistent', 'reference'] },
+  check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
+  corpus: { type: 'string', valueName: 'FILE', description: 'statistics corpus (.txt lines or .jsonl "text") [default: <model>/corpus.txt]' },
+  'stats-samples': { type: 'string', valueName: 'N', description: 'documents for the statistics [default: all, at most 100000]' },
+  'stats-npz': { type: 'string', valueName: 'FILE', description: 'import the reference implementation\'s mom2 .npz instead' },
+  tokens: { type: 'string', valueName: 'N', description: 'greedy generation length', default: '20' },
+  save: { type: 'string', valueName: 'DIR', description: 'save the edited model to this folder' },
+  record: { type: 'string', valueName: 'FILE', description: 'write the edit record (JSON) to this file' },
+  ...outputOptions,
+};
+
+function requiredString(args: ParsedArgs, key: string): string {
+  const v = args.values[key];
+  if (typeof v !== 'string') throw new UsageError(`missing --${key}`, name);
+  return v;
+}
+
+export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
+  if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'; the prompt goes in --prompt`, name);
+  const prompt = requiredString(args, 'prompt');
+  const subject = requiredString(args, 'subject');
+  const target = requiredString(args, 'target');
+  const layer = args.values.layer === undefined ? undefined : intOption(args.values.layer, 'layer', 0, name, 0);
+  const samples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
+  const tokens = intOption(args.values.tokens, 'tokens', 20, name, 0);
+  const checks = (args.values.check as string[] | undefined) ?? [];
+  const model = await loadModelFromArgs(args, io);
+  try {
+    const t0 = performance.now();
+    const filled = prompt.includes('{}') ? prompt.replace('{}', subject) : prompt;
+    const prompts = [filled, ...checks];
+    // The true target defaults to the model's own top next token before the edit.
+    const top0 = probePrompts(model, [filled], [])[0].top.token;
+    const targetTrue = typeof args.values['target-true'] === 'string' ? args.values['target-true'] : top0.trim() || top0;
+    const targets = [target, targetTrue];
+    const before = probePrompts(model, prompts, targets);
+    const genBefore = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
+    let lastLog = '';
+    const record = await computeEdit(
+      model,
+      {
+        prompt,
+        subject,
+        target,
+        targetTrue,
+        method: args.values.method as EditMethod,
+        layers: layer === undefined ? undefined : [layer],
+        formula: args.values.formula as 'consistent' | 'reference',
+        corpus: typeof args.values.corpus === 'string' ? path.resolve(args.values.corpus) : undefined,
+      },
+      {
+        onProgress: (f, msg) => {
+          if (msg !== lastLog) io.log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`);
+          lastLog = msg;
+        },
+      },
+      {
+        statsSamples: samples,
+        statsNpz: typeof args.values['stats-npz'] === 'string' ? path.resolve(args.values['stats-npz']) : undefined,
+      },
+    );
+    applyEdit(model, record);
+    const after = probePrompts(model, prompts, targets);
+    const genAfter = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
+    let saved: string | undefined;
+    if (typeof args.values.save === 'string') {
+      const s = saveModel(model, args.values.save);
+      saved = s.dir;
+      io.log(`saved the edited model to ${s.dir} (${(s.bytes / 1e6).toFixed(1)} MB)`);
+    }
+    if (typeof args.values.record === 'string') {
+      fs.writeFileSync(path.resolve(args.values.record), JSON.stringify(record, null, 1) + '\n');
+    }
+    const totalSeconds = (performance.now() - t0) / 1000;
+    const result = {
+      model: model.name,
+      backend: model.backend,
+      method: record.method,
+      layer: record.layers[0],
+      layerSource: record.info.layer_source,
+      formula: record.info.formula,
+      target: record.request.target,
+      targetTrue,
+      prompts: prompts.map((p, i) => ({
+        prompt: p,
+        before: { top: before[i].top, targets: before[i].targets },
+        after: { top: after[i].top, targets: after[i].targets },
+        generationBefore: genBefore[i],
+        generationAfter: genAfter[i],
+      })),
+      kDotU: record.info.k_dot_u,
+      deltaWNorm: record.info.delta_w_norm,
+      timings: {
+        stats: record.info.seconds_stats,
+        statsCached: record.info.stats_cached === 1,
+        templates: record.info.seconds_templates,
+        vStar: record.info.seconds_v,
+        edit: record.info.seconds_total,
+        total: totalSeconds,
+      },
+      record,
+      ...(saved ? { saved } : {}),
+    };
+    io.stdout.write(args.values.json ? JSON.stringify(result, null, 2) + '\n' : formatEdit(record, prompts, before, after, genBefore, genAfter, totalSeconds, saved));
+  } finally {
+    revertAllEdits(model);
+    disposeModel(model);
+  }
+  return 0;
+}
+
+const num = (x: unknown, digits = 3) => (typeof x === 'number' ? x.toPrecision(digits) : String(x));
+
+export function formatEdit(
+  rec: EditRecord,
+  prompts: string[],
+  before: PromptProbe[],
+  after: PromptProbe[],
+  genBefore: string[],
+  genAfter: string[],
+  totalSeconds: number,
+  saved?: string,
+): string {
+  const i = rec.info;
+  const [tNew, tTrue] = before[0].targets.map((t) => t.target);
+  const out: string[] = [];
+  out.push(
+    `${rec.method.toUpperCase()} edit at layer ${rec.layers[0]} (${i.layer_source}), formula ${i.formula}: ` +
+      `${showToken(rec.request.subject)} → ${showToken(rec.request.target)}`,
+  );
+  out.push('');
+  const header = ['prompt', `P(${tNew}) before`, 'after', `P(${tTrue}) before`, 'after', 'top token before → after'];
+  const rows = prompts.map((p, k) => [
+    showToken(p),
+    formatProb(before[k].targets[0].prob),
+    formatProb(after[k].targets[0].prob),
+    formatProb(before[k].targets[1].prob),
+    formatProb(after[k].targets[1].prob),
+    `${showToken(before[k].top.token)} → ${showToken(after[k].top.token)}`,
+  ]);
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const fmt = (r: string[]) => r.map((cell, c) => (c === 0 || c === 5 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd();
+  out.push(fmt(header), ...rows.map(fmt));
+  if (genBefore.length) {
+    out.push('');
+    prompts.forEach((p, k) => {
+      out.push(`${showToken(p)}`);
+      out.push(`  before: ${showToken(genBefore[k])}`);
+      out.push(`  after:  ${showToken(genAfter[k])}`);
+    });
+  }
+  out.push('');
+  if (rec.method === 'rome') {
+    out.push(
+      `k·u ${num(i.k_dot_u, 4)} (k̄·u ${num(i.k_bar_dot_u, 4)}, k_bare·u ${num(i.k_bare_dot_u, 4)}), ‖ΔW‖ ${num(i.delta_w_norm, 4)}, ` +
+        `v* loss ${num(i.loss_initial)} → ${num(i.loss_final)} in ${i.v_steps} steps (‖δ‖ ${num(i.delta_norm)}, ‖v₀‖ ${num(i.target_init_norm)})`,
+    );
+    out.push(
+      `time: statistics ${num(i.seconds_stats, 2)} s (${i.stats_cached === 1 ? 'cached' : i.stats_cached === 0 ? `computed over ${i.stats_tokens} tokens` : 'not used'}), ` +
+        `templates ${num(i.seconds_templates, 2)} s${i.templates_cached === 1 ? ' (cached)' : ''}, v* ${num(i.seconds_v, 3)} s, ` +
+        `edit ${num(i.seconds_total, 3)} s, command ${totalSeconds.toFixed(1)} s`,
+    );
+  } else {
+    out.push(Object.entries(i).map(([k, v]) => `${k} ${num(v)}`).join(', '));
+  }
+  if (saved) out.push(`saved to ${saved}`);
+  return out.join('\n') + '\n';
+}

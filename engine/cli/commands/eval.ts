@@ -1,0 +1,255 @@
+/**
+ * `factlens eval --dataset FILE`: edit-and-measure evaluation on CounterFact or zsRE records
+ * (rome-spec §3): metrics on the unedited model, then per record (or per --batch records)
+ * edit, measure, restore (checked bit-identical).
+ *
+ * Methods: none (measure only), ft / ft-l (engine/edit/ft.ts), rome and memit through
+ * engine/edit/index.ts's computeEdit when that method is registered there. Batched MEMIT
+ * (--batch > 1) uses `computeEditBatch(model, requests, control)` from engine/edit/index.ts
+ * once it exists; until then it is reported as not available.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { disposeModel, type LoadedModel } from '../../model/load.js';
+import * as edit from '../../edit/index.js';
+import { computeFT, DEFAULT_EPSILON, defaultEpsilon } from '../../edit/ft.js';
+import type { EditRecord, EditRequest } from '../../edit/types.js';
+import { FactLensError } from '../../errors.js';
+import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../../eval/counterfact.js';
+import { evaluateZsre, type ZsreCase, type ZsreResult } from '../../eval/zsre.js';
+import type { EditLoopOptions, EvalCase } from '../../eval/loop.js';
+import type { JobControl } from '../../util/jobs.js';
+import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
+import type { CommandIO } from '../types.js';
+
+export const name = 'eval';
+export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
+export const usage =
+  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L] [--gen-every N] [--epsilon E] [--per-record FILE] [--model DIR] [--json]';
+export const description =
+  'For each record: metrics on the unedited model, compute and apply the edit, metrics again, restore\n' +
+  '(verified bit-identical). With --batch N, N records are edited together (ROME/FT sequentially, MEMIT\n' +
+  'at once), measured, and restored. CounterFact metrics (percent): ES/PS/NS (efficacy, paraphrase,\n' +
+  'neighbourhood success), EM/PM/NM (their probability margins), S (harmonic mean of ES, PS, NS), GE\n' +
+  '(n-gram entropy of generations, bits × 100). zsRE: Efficacy, Paraphrase, Specificity (token accuracy).\n' +
+  'The dataset is a JSON array or JSON lines; the format is recognised from the first record.\n' +
+  'Bad records are skipped and listed with their index.';
+
+export const METHODS = ['rome', 'memit', 'ft', 'ft-l', 'none'] as const;
+export type EvalMethod = (typeof METHODS)[number];
+
+export const options: OptionsSpec = {
+  ...modelOptions,
+  dataset: { type: 'string', short: 'd', valueName: 'FILE', description: 'CounterFact or zsRE records (JSON array or JSON lines)' },
+  method: { type: 'string', valueName: 'NAME', description: 'editing method', choices: METHODS, default: 'rome' },
+  limit: { type: 'string', valueName: 'N', description: 'evaluate the first N records' },
+  batch: { type: 'string', valueName: 'N', description: 'records edited together before measuring', default: '1' },
+  layer: { type: 'string', valueName: 'L', description: 'edit layer (default: the method\'s default for the model)' },
+  'gen-every': { type: 'string', valueName: 'N', description: 'GE on every N-th record (0: skip the generation test)', default: '1' },
+  epsilon: { type: 'string', valueName: 'E', description: `FT+L L∞ radius [default: the reference model's, else ${DEFAULT_EPSILON}]` },
+  seed: { type: 'string', valueName: 'S', description: 'generation sampling seed', default: '0' },
+  'per-record': { type: 'string', valueName: 'FILE', description: 'also write per-record metrics, NLLs and generations as JSON' },
+  ...outputOptions,
+};
+
+export function readDataset(file: string): unknown[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist or cannot be read`, { file, field: 'dataset' });
+  }
+  const trimmed = text.trim();
+  if (trimmed.startsWith('[')) {
+    try {
+      return JSON.parse(trimmed) as unknown[];
+    } catch (e) {
+      throw new FactLensError('INVALID_ARGUMENT', `dataset ${file} is not valid JSON: ${(e as Error).message}`, { file, field: 'dataset' });
+    }
+  }
+  const out: unknown[] = [];
+  trimmed.split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    try {
+      out.push(JSON.parse(line));
+    } catch (e) {
+      // A bad line becomes a bad record (skipped and reported), not a failed run.
+      out.push({ __parseError: `line ${i + 1}: ${(e as Error).message}` });
+    }
+  });
+  return out;
+}
+
+export type DatasetKind = 'counterfact' | 'zsre';
+
+export function datasetKind(records: unknown[], file: string): DatasetKind {
+  const first = records.find((r) => r && typeof r === 'object' && !('__parseError' in (r as object))) as Record<string, unknown> | undefined;
+  if (first && 'requested_rewrite' in first) return 'counterfact';
+  if (first && 'src' in first && 'answers' in first) return 'zsre';
+  throw new FactLensError(
+    'INVALID_ARGUMENT',
+    `cannot tell the format of ${file}: expected CounterFact records (requested_rewrite, paraphrase_prompts, ...) or zsRE records (subject, src, rephrase, answers, loc, loc_ans)`,
+    { file, field: 'dataset' },
+  );
+}
+
+/** Something that will not be available until another part lands: a clear error. */
+function notAvailable(what: string): FactLensError {
+  return new FactLensError('INVALID_ARGUMENT', what, { field: 'method' });
+}
+
+interface EditWiring<C extends EvalCase & { request: EditRequest }> {
+  opts: Pick<EditLoopOptions<C>, 'edit' | 'editBatch'>;
+  label: string;
+}
+
+/** The edit functions for a method (throws when the method is not available yet). */
+export function wireMethod<C extends EvalCase & { request: EditRequest }>(
+  method: EvalMethod,
+  p: { layer?: number; epsilon?: number; batch: number; control: JobControl; model?: LoadedModel },
+): EditWiring<C> {
+  const layers = p.layer !== undefined ? [p.layer] : undefined;
+  const req = (c: C, m: EditRequest['method']): EditRequest => ({ ...c.request, method: m, ...(layers ? { layers } : {}) });
+  switch (method) {
+    case 'none':
+      return { opts: {}, label: 'unedited model' };
+    case 'ft':
+    case 'ft-l': {
+      const constrained = method === 'ft-l';
+      return {
+        opts: { edit: (m, c) => computeFT(m, req(c, method), { constrained, epsilon: p.epsilon }, p.control) },
+        label: constrained ? `FT+L (ε ${p.epsilon ?? (p.model ? defaultEpsilon(p.model.config) : 'default')})` : 'FT',
+      };
+    }
+    case 'rome':
+    case 'memit': {
+      const available = edit.editMethods();
+      if (method === 'memit' && p.batch > 1) {
+        const batchFn = (edit as Record<string, unknown>).computeEditBatch;
+        if (typeof batchFn !== 'function') {
+          throw notAvailable(
+            'batched MEMIT is not available yet: engine/edit/index.ts has no computeEditBatch(model, requests, control); ' +
+              `available methods: ${available.join(', ')} (use --batch 1, or another --method)`,
+          );
+        }
+        const fn = batchFn as (m: LoadedModel, r: EditRequest[], c: JobControl) => Promise<EditRecord | EditRecord[]>;
+        return { opts: { editBatch: (m, cs) => fn(m, cs.map((c) => req(c, 'memit')), p.control) }, label: 'MEMIT (batched)' };
+      }
+      if (!available.includes(method)) {
+        throw notAvailable(
+          `method '${method}' is not available yet: engine/edit/apply.ts has no '${method}' edit method registered ` +
+            `(available: ${available.join(', ') || 'none'})`,
+        );
+      }
+      return { opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control) }, label: method.toUpperCase() };
+    }
+  }
+}
+
+function fmt(x: number | null | undefined, digits = 1): string {
+  return x === null || x === undefined || Number.isNaN(x) ? '–' : x.toFixed(digits);
+}
+
+export function formatCounterFact(r: CounterFactResult, head: string): string {
+  const keys = ['S', 'ES', 'PS', 'NS', 'EM', 'PM', 'NM', 'GE'] as const;
+  const lines = [head, ''];
+  lines.push(`| | ${keys.join(' | ')} |`, `|---|${keys.map(() => '---:').join('|')}|`);
+  for (const which of ['pre', 'post'] as const) lines.push(`| ${which} | ${keys.map((k) => fmt(r[which][k])).join(' | ')} |`);
+  lines.push('');
+  lines.push(
+    `exact-match accuracy (memit): rewrite ${fmt(r.accuracy.pre.rewrite_acc)} → ${fmt(r.accuracy.post.rewrite_acc)}, ` +
+      `paraphrase ${fmt(r.accuracy.pre.paraphrase_acc)} → ${fmt(r.accuracy.post.paraphrase_acc)}, ` +
+      `neighbourhood ${fmt(r.accuracy.pre.neighborhood_acc)} → ${fmt(r.accuracy.post.neighborhood_acc)}`,
+  );
+  lines.push(
+    `${r.n} records; PS over ${r.counts.paraphrase}, NS over ${r.counts.neighborhood}, GE over ${r.counts.generation}; ` +
+      `${fmt(r.seconds_per_edit, 2)} s per edit; ${r.restore_checks} restored tensors verified bit-identical`,
+  );
+  return lines.join('\n') + '\n' + formatSkipped(r.skipped);
+}
+
+export function formatZsre(r: ZsreResult, head: string): string {
+  const keys = ['Efficacy', 'Paraphrase', 'Specificity'] as const;
+  const lines = [head, ''];
+  lines.push(`| | ${keys.join(' | ')} |`, `|---|${keys.map(() => '---:').join('|')}|`);
+  for (const which of ['pre', 'post'] as const) lines.push(`| ${which} | ${keys.map((k) => fmt(r[which][k])).join(' | ')} |`);
+  lines.push('', `${r.n} records; ${fmt(r.seconds_per_edit, 2)} s per edit; ${r.restore_checks} restored tensors verified bit-identical`);
+  return lines.join('\n') + '\n' + formatSkipped(r.skipped);
+}
+
+function formatSkipped(s: Array<{ index: number; reason: string }>): string {
+  if (!s.length) return '';
+  const shown = s.slice(0, 20).map((x) => `  #${x.index}: ${x.reason}`);
+  if (s.length > 20) shown.push(`  … and ${s.length - 20} more`);
+  return `skipped ${s.length} record${s.length === 1 ? '' : 's'}:\n${shown.join('\n')}\n`;
+}
+
+function floatOption(v: unknown, opt: string): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--${opt} needs a positive number, not '${v}'`, name);
+  return x;
+}
+
+export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
+  if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'`, name);
+  if (typeof args.values.dataset !== 'string') throw new UsageError('missing --dataset FILE', name);
+  const file = path.resolve(args.values.dataset);
+  const method = String(args.values.method ?? 'rome') as EvalMethod;
+  const limit = args.values.limit === undefined ? undefined : intOption(args.values.limit, 'limit', 0, name);
+  const batch = intOption(args.values.batch, 'batch', 1, name);
+  const genEvery = intOption(args.values['gen-every'], 'gen-every', 1, name, 0);
+  const seed = intOption(args.values.seed, 'seed', 0, name, 0);
+  const epsilon = floatOption(args.values.epsilon, 'epsilon');
+  if (epsilon !== undefined && method !== 'ft-l') throw new UsageError('--epsilon applies to --method ft-l only', name);
+  const records = readDataset(file);
+  const kind = datasetKind(records, file);
+  const model = await loadModelFromArgs(args, io);
+  try {
+    const layer = args.values.layer === undefined ? undefined : intOption(args.values.layer, 'layer', 0, name, 0);
+    if (layer !== undefined && layer >= model.config.nLayer) {
+      throw new UsageError(`--layer ${layer} is outside the model's layers 0..${model.config.nLayer - 1}`, name);
+    }
+    // Edit-internal progress (statistics, v* steps, FT steps) only when it has been quiet a while.
+    let lastLine = Date.now();
+    const log = (line: string) => {
+      lastLine = Date.now();
+      io.log(line);
+    };
+    const editControl: JobControl = {
+      onProgress: (f, msg) => {
+        if (Date.now() - lastLine > 3000) log(`      ${msg}`);
+      },
+    };
+    const wiring = wireMethod(method, { layer, epsilon, batch, control: editControl, model });
+    const control: JobControl = { onProgress: (f, msg) => log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`) };
+    const head = (n: number, skipped: number, s: number) =>
+      `${kind === 'counterfact' ? 'CounterFact' : 'zsRE'} · ${path.basename(file)} · ${model.name} · ${wiring.label}` +
+      `${layer !== undefined ? ` · layer ${layer}` : ''} · ${n} records${skipped ? ` (${skipped} skipped)` : ''} · ${s.toFixed(2)} s/edit`;
+    const perRecordFile = typeof args.values['per-record'] === 'string' ? path.resolve(args.values['per-record']) : undefined;
+    let result: CounterFactResult | ZsreResult;
+    let text: string;
+    if (kind === 'counterfact') {
+      const r = await evaluateCounterFact(
+        model,
+        records,
+        { ...(wiring.opts as EditLoopOptions<CounterFactCase>), batch, limit, genEvery, seed, perRecord: !!perRecordFile },
+        control,
+      );
+      result = r;
+      text = formatCounterFact(r, head(r.n, r.skipped.length, r.seconds_per_edit));
+    } else {
+      const r = await evaluateZsre(model, records, { ...(wiring.opts as EditLoopOptions<ZsreCase>), batch, limit, perRecord: !!perRecordFile }, control);
+      result = r;
+      text = formatZsre(r, head(r.n, r.skipped.length, r.seconds_per_edit));
+    }
+    const { per_record, ...summary } = result as CounterFactResult & ZsreResult;
+    if (perRecordFile) fs.writeFileSync(perRecordFile, JSON.stringify({ method, dataset: file, ...summary, per_record }, null, 1) + '\n');
+    const json = { method, dataset: file, model: model.name, ...summary };
+    io.stdout.write(args.values.json ? JSON.stringify(json) + '\n' : text);
+  } finally {
+    disposeModel(model);
+  }
+  return 0;
+}

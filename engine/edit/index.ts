@@ -1,0 +1,16 @@
+/** Model editing (ROME now; MEMIT / FT / FT+L plug into apply.ts's method registry). */
+export * from './types.js';
+export { computeEdit, applyEdit, revertEdit, revertAllEdits, listEdits, saveModel, registerEditMethod, editMethods } from './apply.js';
+export type { ComputeOptions, EditComputer, ApplyOptions, SavedModel } from './apply.js';
+export { computeRome, romeEditParts, computeVStar, romeKeys, leftVector, rightVector, prepareRequest } from './rome.js';
+export type { RomeOptions, RomeParts, VStep, VResult, RomeKeys, RomeUpdate, PreparedRequest } from './rome.js';
+export { layerStats, secondMoment, readCorpus, importNpzStats, defaultCorpus, MAX_STATS_SAMPLES } from './stats.js';
+export type { LayerStats, StatsOptions } from './stats.js';
+export { contextTemplates, cleanTemplateText } from './templates.js';
+export type { ContextTemplates, TemplateOptions } from './templates.js';
+export { romeHparams, chooseLayer, referenceModel, ROME_DEFAULTS, REFERENCE_MODELS } from './hparams.js';
+export type { RomeHparams, LayerChoice } from './hparams.js';
+export { modelContentHash, cacheRoot } from './hash.js';
+export { baseModel, hasEdits } from './state.js';
+export { probePrompts, greedyContinuations } from './probe.js';
+export type { PromptProbe, TargetScore } from './probe.js';

@@ -1,0 +1,353 @@
+/**
+ * Second-moment statistics C = E[k kᵀ] of the MLP key k (site `blocks.{l}.mlp.hook_post`, the
+ * input of the edited matrix) over every non-pad token of a text corpus (rome-spec §2.5).
+ *
+ * Corpus: a `.txt` file (one document per non-empty line) or `.jsonl` (one JSON object per
+ * line with a string `text`). Documents are tokenized without special tokens and truncated
+ * to the model's context. When fewer documents are asked for than the corpus holds, a seeded
+ * shuffle (seed 1, as the reference's `random.Random(1)`) picks them; by default all
+ * documents are used, capped at 100,000 (the reference's `mom2_n_samples`).
+ *
+ * Batching: documents sorted by length (longest first) are packed into right-padded batches
+ * of at most `batchTokens` padded tokens (rows × width; default max(3·n_ctx, 2048)); the
+ * forward stops after layer l. The unedited weights are used (the reference computes C once
+ * on the unedited model).
+ *
+ * Precision: each batch's Σ kkᵀ is one float32 matmul Kᵀ·K on the backend over that batch's
+ * real tokens (at most `batchTokens` terms per entry, so float32 rounding stays ~1e-6
+ * relative); the per-batch sums are accumulated on the host in float64. Summing millions of
+ * tokens in float32 (as the reference does) would lose digits on long corpora; a full float64
+ * product on the host would be ~50× slower. Kᵀ is an explicit transpose (a transposed matmul
+ * is a scalar loop on WASM, see docs/tfjs-backends.md).
+ *
+ * Cache: `<cache root>/stats/<model hash>/L<layer>-<corpus hash>-n<documents>.mom2`, a small
+ * JSON header followed by the f×f float64 sum; written atomically and reused by every command.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { FactLensError } from '../errors.js';
+import type { LoadedModel } from '../model/load.js';
+import { forward } from '../runtime/forward.js';
+import { padBatch } from '../runtime/batch.js';
+import { interventionHook } from '../runtime/interventions.js';
+import { site } from '../runtime/sites.js';
+import { Job, type JobControl } from '../util/jobs.js';
+import { Rng } from '../util/rng.js';
+import { cacheRoot, fileHash, modelContentHash, shortHash, writeAtomic } from './hash.js';
+import { baseModel } from './state.js';
+import { readNpz } from './npz.js';
+
+export const MAX_STATS_SAMPLES = 100_000;
+const FORMAT = 'factlens-mom2-v1';
+const MAGIC = Buffer.from('FLMOM2\u0000\u0001', 'latin1');
+
+export interface StatsOptions {
+  /** Corpus file (.txt or .jsonl); default: `corpus.txt` in the model folder. */
+  corpus?: string;
+  /** Number of documents (default: all, capped at 100,000). */
+  samples?: number;
+  /** Padded tokens per batch (default max(3·n_ctx, 2048)). */
+  batchTokens?: number;
+  /** Read and write the disk cache (default true). */
+  cache?: boolean;
+  /** Import the reference's .npz (`mom2.mom2`, `mom2.count`) instead of computing. */
+  npz?: string;
+}
+
+export interface LayerStats {
+  layer: number;
+  /** MLP width: C is f×f. */
+  f: number;
+  /** Un-normalised Σ kkᵀ, row-major f×f, float64. */
+  sum: Float64Array;
+  /** Number of tokens summed. */
+  count: number;
+  /** Documents used. */
+  documents: number;
+  corpus: string;
+  /** True when read from the disk cache (or an imported .npz). */
+  cached: boolean;
+  /** Cache file (null when caching is off). */
+  file: string | null;
+  /** Wall-clock seconds of this call (computing or reading). */
+  seconds: number;
+}
+
+/** C = Σ kkᵀ / N (float64). */
+export function secondMoment(s: LayerStats): Float64Array {
+  const c = new Float64Array(s.sum.length);
+  for (let i = 0; i < c.length; i++) c[i] = s.sum[i] / s.count;
+  return c;
+}
+
+export function defaultCorpus(model: LoadedModel): string {
+  return path.join(model.dir, 'corpus.txt');
+}
+
+/** Reads a corpus into documents. Errors name the file (and line for bad JSON lines). */
+export function readCorpus(file: string): string[] {
+  const abs = path.resolve(file);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(abs);
+  } catch {
+    throw new FactLensError('FILE_MISSING', `corpus file ${abs} does not exist`, { file: abs, field: 'corpus' });
+  }
+  if (!st.isFile()) throw new FactLensError('FILE_MISSING', `corpus ${abs} is not a file`, { file: abs, field: 'corpus' });
+  const text = fs.readFileSync(abs, 'utf8');
+  const docs: string[] = [];
+  const jsonl = /\.jsonl$/i.test(abs);
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/\r$/, '');
+    if (!line.trim()) return;
+    if (!jsonl) {
+      docs.push(line);
+      return;
+    }
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      throw new FactLensError('INVALID_ARGUMENT', `${abs}:${i + 1}: not valid JSON (${(e as Error).message})`, {
+        file: abs,
+        line: i + 1,
+        field: 'corpus',
+      });
+    }
+    const t = (obj as Record<string, unknown> | null)?.['text'];
+    if (typeof t !== 'string') {
+      throw new FactLensError('INVALID_ARGUMENT', `${abs}:${i + 1}: a .jsonl corpus needs a string "text" field on every line`, {
+        file: abs,
+        line: i + 1,
+        field: 'corpus',
+      });
+    }
+    if (t.trim()) docs.push(t);
+  });
+  if (docs.length === 0) {
+    throw new FactLensError('INVALID_ARGUMENT', `corpus ${abs} is empty: it has no non-empty document`, { file: abs, field: 'corpus' });
+  }
+  return docs;
+}
+
+/** The documents used for `samples` (all, in file order, or a seeded shuffle's first n). */
+export function sampleDocuments(docs: string[], samples: number): string[] {
+  if (samples >= docs.length) return docs;
+  const idx = Array.from({ length: docs.length }, (_, i) => i);
+  const rng = new Rng(1);
+  for (let i = idx.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx.slice(0, samples).sort((a, b) => a - b).map((i) => docs[i]);
+}
+
+interface Header {
+  format: string;
+  model: string;
+  layer: number;
+  corpus: string;
+  corpusFile: string;
+  documents: number;
+  f: number;
+  count: number;
+  createdAt: string;
+}
+
+function statsFile(modelHash: string, layer: number, corpusHash: string, documents: number): string {
+  return path.join(cacheRoot(), 'stats', shortHash(modelHash), `L${layer}-${shortHash(corpusHash)}-n${documents}.mom2`);
+}
+
+function writeStatsFile(file: string, header: Header, sum: Float64Array): void {
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const len = Buffer.alloc(4);
+  const pad = (8 - ((MAGIC.length + 4 + json.length) % 8)) % 8;
+  len.writeUInt32LE(json.length + pad);
+  const padded = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  writeAtomic(file, [MAGIC, len, padded, new Uint8Array(sum.buffer, sum.byteOffset, sum.byteLength)]);
+}
+
+function readStatsFile(file: string, expectF: number): { header: Header; sum: Float64Array } | null {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch {
+    return null;
+  }
+  try {
+    if (!buf.subarray(0, MAGIC.length).equals(MAGIC)) return null;
+    const hlen = buf.readUInt32LE(MAGIC.length);
+    const start = MAGIC.length + 4;
+    const header = JSON.parse(buf.subarray(start, start + hlen).toString('utf8')) as Header;
+    const off = start + hlen;
+    if (header.format !== FORMAT || header.f !== expectF || buf.length !== off + expectF * expectF * 8) return null;
+    const sum = new Float64Array(expectF * expectF);
+    new Uint8Array(sum.buffer).set(buf.subarray(off));
+    return { header, sum };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Σ kkᵀ at `layer` over a corpus, from the disk cache when present. Progress (with ETA) goes
+ * through `control`; a cancelled job throws CANCELLED and writes nothing.
+ */
+export async function layerStats(
+  model: LoadedModel,
+  layer: number,
+  opts: StatsOptions = {},
+  control: JobControl = {},
+): Promise<LayerStats> {
+  const started = performance.now();
+  const { nLayer, dMlp: f, nCtx } = model.config;
+  if (!Number.isInteger(layer) || layer < 0 || layer >= nLayer) {
+    throw new FactLensError('INVALID_ARGUMENT', `layer ${layer} is outside 0..${nLayer - 1}`, { field: 'layer' });
+  }
+  if (opts.npz) return importNpzStats(opts.npz, layer, f, started);
+  const corpusFile = path.resolve(opts.corpus ?? defaultCorpus(model));
+  const docs = readCorpus(corpusFile);
+  const limit = opts.samples ?? MAX_STATS_SAMPLES;
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new FactLensError('INVALID_ARGUMENT', `samples must be a positive integer, not ${opts.samples}`, { field: 'samples' });
+  }
+  const chosen = sampleDocuments(docs, Math.min(limit, MAX_STATS_SAMPLES, docs.length));
+  const useCache = opts.cache !== false;
+  const mHash = modelContentHash(model);
+  const cHash = fileHash(corpusFile, 'corpus');
+  const file = useCache ? statsFile(mHash, layer, cHash, chosen.length) : null;
+  if (file) {
+    const hit = readStatsFile(file, f);
+    if (hit) {
+      return {
+        layer,
+        f,
+        sum: hit.sum,
+        count: hit.header.count,
+        documents: hit.header.documents,
+        corpus: corpusFile,
+        cached: true,
+        file,
+        seconds: (performance.now() - started) / 1000,
+      };
+    }
+  }
+
+  const job = new Job(control, 'second-moment statistics');
+  await job.checkpoint(0, `layer ${layer} statistics: tokenizing ${chosen.length} documents`);
+  const rows = chosen.map((d) => model.tokenizer.encode(d).slice(0, nCtx)).filter((r) => r.length > 0);
+  rows.sort((a, b) => b.length - a.length);
+  const budget = opts.batchTokens ?? Math.max(3 * nCtx, 2048);
+  const batches: number[][][] = [];
+  for (let i = 0; i < rows.length; ) {
+    const width = rows[i].length;
+    const n = Math.max(1, Math.floor(budget / width));
+    batches.push(rows.slice(i, i + n));
+    i += n;
+  }
+  const totalTokens = rows.reduce((a, r) => a + r.length, 0);
+  const base = baseModel(model);
+  const sum = new Float64Array(f * f);
+  let count = 0;
+  const t0 = performance.now();
+  for (const rowsOfBatch of batches) {
+    const batch = padBatch(rowsOfBatch, 'right');
+    const real: number[] = [];
+    batch.mask.forEach((m, r) => m.forEach((x, p) => x && real.push(r * batch.width + p)));
+    const kk = tf.tidy(() => {
+      const reads = new Map<string, tf.Tensor3D>();
+      const hook = interventionHook([{ site: site.mlpPost(layer), op: 'read' }], reads);
+      forward(base, batch, { hook, stopAfterLayer: layer, logitsAt: 'none' });
+      const k3 = reads.get(site.mlpPost(layer))!;
+      const flat = tf.reshape(k3, [-1, f]) as tf.Tensor2D;
+      const k = real.length === flat.shape[0] ? flat : tf.gather(flat, tf.tensor1d(real, 'int32'));
+      return tf.matMul(tf.transpose(k), k);
+    });
+    const data = (await kk.data()) as Float32Array;
+    kk.dispose();
+    for (let i = 0; i < data.length; i++) sum[i] += data[i];
+    count += real.length;
+    const elapsed = (performance.now() - t0) / 1000;
+    const eta = count > 0 ? (elapsed * (totalTokens - count)) / count : 0;
+    await job.checkpoint(
+      count / totalTokens,
+      `layer ${layer} statistics: ${count.toLocaleString('en')}/${totalTokens.toLocaleString('en')} tokens, ETA ${eta.toFixed(0)} s`,
+    );
+  }
+  // Symmetrise exactly (the float32 product is symmetric up to rounding of the summation order).
+  for (let i = 0; i < f; i++) {
+    for (let j = 0; j < i; j++) {
+      const v = 0.5 * (sum[i * f + j] + sum[j * f + i]);
+      sum[i * f + j] = v;
+      sum[j * f + i] = v;
+    }
+  }
+  if (file) {
+    try {
+      writeStatsFile(
+        file,
+        {
+          format: FORMAT,
+          model: mHash,
+          layer,
+          corpus: cHash,
+          corpusFile,
+          documents: chosen.length,
+          f,
+          count,
+          createdAt: new Date().toISOString(),
+        },
+        sum,
+      );
+    } catch {
+      /* an unwritable cache only costs a recomputation next time */
+    }
+  }
+  return {
+    layer,
+    f,
+    sum,
+    count,
+    documents: chosen.length,
+    corpus: corpusFile,
+    cached: false,
+    file,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/**
+ * Reads the reference implementation's cache file
+ * (`transformer.h.{l}.mlp.c_proj_float32_mom2_100000.npz`): `mom2.mom2` is the un-normalised
+ * f×f sum and `mom2.count` the token count.
+ */
+export function importNpzStats(file: string, layer: number, f: number, started = performance.now()): LayerStats {
+  const abs = path.resolve(file);
+  const arrays = readNpz(abs, ['mom2.mom2', 'mom2.count']);
+  const mom2 = arrays.get('mom2.mom2');
+  const count = arrays.get('mom2.count');
+  if (!mom2 || !count) {
+    throw new FactLensError('INVALID_ARGUMENT', `${abs} has no 'mom2.mom2' and 'mom2.count' arrays (not a ROME statistics file)`, {
+      file: abs,
+      field: 'npz',
+    });
+  }
+  if (mom2.shape.length !== 2 || mom2.shape[0] !== f || mom2.shape[1] !== f) {
+    throw new FactLensError('INVALID_ARGUMENT', `${abs}: mom2.mom2 has shape [${mom2.shape}], the model's MLP width needs [${f}, ${f}]`, {
+      file: abs,
+      field: 'npz',
+    });
+  }
+  return {
+    layer,
+    f,
+    sum: mom2.data,
+    count: count.data[0],
+    documents: NaN,
+    corpus: abs,
+    cached: true,
+    file: abs,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
