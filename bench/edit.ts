@@ -72,7 +72,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
   process.env.FACTLENS_CACHE_DIR = cache;
   const tiny = undefined;
   const plans: ModelPlan[] = [
-    { id: 'tinyworld', label: 'tinyworld (19M, 8 layers, d 256)', dir: tiny, layer: 2, statsNote: 'its corpus.txt, all 26,046 documents' },
+    { id: 'tinyworld', label: 'tinyworld (19M, 8 layers, d 256)', dir: tiny, layer: 3, statsNote: 'its corpus.txt, all 26,046 documents' },
   ];
   try {
     const g = ensureGpt2Small(ctx.log);

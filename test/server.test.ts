@@ -356,7 +356,8 @@ describe('engine over stdio: queue, cancellation, timeouts', () => {
   });
 
   test('a request timeout rejects with TIMEOUT and cancels the job in the engine', async () => {
-    await rejects(client.request(Trace, LONG, { timeoutMs: 1500 }), 'TIMEOUT');
+    // A 60-sample trace takes seconds; 200 ms cannot be enough on any machine.
+    await rejects(client.request(Trace, LONGER, { timeoutMs: 200 }), 'TIMEOUT');
     await until(async () => (await listJobs()).length === 0, 120_000, 'the timed-out trace to be cancelled');
     assert.match(log.text, /cancel requested/);
   });

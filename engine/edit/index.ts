@@ -4,7 +4,7 @@ export { computeEdit, applyEdit, revertEdit, revertAllEdits, listEdits, saveMode
 export type { ComputeOptions, EditComputer, ApplyOptions, SavedModel } from './apply.js';
 export { computeRome, romeEditParts, computeVStar, romeKeys, leftVector, rightVector, prepareRequest } from './rome.js';
 export type { RomeOptions, RomeParts, VStep, VResult, RomeKeys, RomeUpdate, PreparedRequest } from './rome.js';
-export { layerStats, secondMoment, readCorpus, importNpzStats, defaultCorpus, MAX_STATS_SAMPLES } from './stats.js';
+export { layerStats, secondMoment, statsFactor, readCorpus, importNpzStats, defaultCorpus, MAX_STATS_SAMPLES } from './stats.js';
 export type { LayerStats, StatsOptions } from './stats.js';
 export { contextTemplates, cleanTemplateText } from './templates.js';
 export type { ContextTemplates, TemplateOptions } from './templates.js';

@@ -73,7 +73,9 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
     const targets = [target, targetTrue];
     const before = probePrompts(model, prompts, targets);
     const genBefore = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
-    let lastLog = '';
+    // Progress lines: at most one a second, plus every change of phase.
+    let lastPhase = '';
+    let lastAt = 0;
     const record = await computeEdit(
       model,
       {
@@ -88,8 +90,13 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
       {
         onProgress: (f, msg) => {
-          if (msg !== lastLog) io.log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`);
-          lastLog = msg;
+          const phase = msg.split(':')[0];
+          const now = Date.now();
+          if (phase !== lastPhase || now - lastAt >= 1000 || f >= 1) {
+            io.log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`);
+            lastPhase = phase;
+            lastAt = now;
+          }
         },
       },
       {
@@ -148,6 +155,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
 }
 
 const num = (x: unknown, digits = 3) => (typeof x === 'number' ? x.toPrecision(digits) : String(x));
+const secs = (x: unknown) => (typeof x !== 'number' ? String(x) : x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(2));
 
 export function formatEdit(
   rec: EditRecord,
@@ -194,9 +202,9 @@ export function formatEdit(
         `v* loss ${num(i.loss_initial)} → ${num(i.loss_final)} in ${i.v_steps} steps (‖δ‖ ${num(i.delta_norm)}, ‖v₀‖ ${num(i.target_init_norm)})`,
     );
     out.push(
-      `time: statistics ${num(i.seconds_stats, 2)} s (${i.stats_cached === 1 ? 'cached' : i.stats_cached === 0 ? `computed over ${i.stats_tokens} tokens` : 'not used'}), ` +
-        `templates ${num(i.seconds_templates, 2)} s${i.templates_cached === 1 ? ' (cached)' : ''}, v* ${num(i.seconds_v, 3)} s, ` +
-        `edit ${num(i.seconds_total, 3)} s, command ${totalSeconds.toFixed(1)} s`,
+      `time: statistics ${secs(i.seconds_stats)} s (${i.stats_cached === 1 ? 'cached' : i.stats_cached === 0 ? `computed over ${i.stats_tokens} tokens` : 'not used'}), ` +
+        `templates ${secs(i.seconds_templates)} s${i.templates_cached === 1 ? ' (cached)' : ''}, v* ${secs(i.seconds_v)} s, ` +
+        `edit ${secs(i.seconds_total)} s, command ${secs(totalSeconds)} s`,
     );
   } else {
     out.push(Object.entries(i).map(([k, v]) => `${k} ${num(v)}`).join(', '));
