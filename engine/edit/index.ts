@@ -14,3 +14,10 @@ export { modelContentHash, cacheRoot } from './hash.js';
 export { baseModel, hasEdits } from './state.js';
 export { probePrompts, greedyContinuations } from './probe.js';
 export type { PromptProbe, TargetScore } from './probe.js';
+
+// The fine-tuning baselines join the method registry, so `factlens edit --method ft|ft-l` and
+// the engine's edit/apply reach them like ROME.
+import { registerEditMethod as register } from './apply.js';
+import { computeFTEdit, computeFTLEdit } from './ft.js';
+register('ft', computeFTEdit);
+register('ft-l', computeFTLEdit);
