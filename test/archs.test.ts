@@ -17,6 +17,10 @@ import { interventionHook } from '../engine/runtime/interventions.js';
 import { site } from '../engine/runtime/sites.js';
 import { inverseFrequencies, rotationMatrix } from '../engine/runtime/rotary.js';
 import { loadModel, disposeModel, type LoadedModel } from '../engine/model/load.js';
+import { restorations, type Prepared } from '../engine/trace/prepare.js';
+import { traceFast } from '../engine/trace/fast.js';
+import { traceNaive } from '../engine/trace/naive.js';
+import { Job } from '../engine/util/jobs.js';
 import { openCheckpoint } from '../engine/model/checkpoint.js';
 import { writeSafetensors } from '../engine/model/safetensors.js';
 import { adapterFor, supportedModelTypes } from '../engine/model/adapters/index.js';
@@ -276,5 +280,48 @@ for (const arch of ARCH_DIRS) {
     console.log(`# ${arch}: d logprob / d step: autograd ${analytic.toFixed(6)}, finite difference ${fd.toFixed(6)}`);
     assert.ok(Math.abs(fd - analytic) <= 2e-2 * Math.abs(analytic) + 1e-3 /* float32 round-off of the difference quotient */, `directional derivative ${analytic} vs finite difference ${fd}`);
     zero.dispose();
+  });
+}
+
+// The fast trace reuses the corrupted run's keys/values (rotated keys for rotary models,
+// grouped kv heads for GQA), runs the top block for the last position only and skips
+// restorations that cannot change the answer: on every layout it must equal the naive trace.
+for (const arch of ARCH_DIRS) {
+  test(`archs/${arch}: fast causal trace equals the naive one (all kinds, severed paths)`, async () => {
+    const m = await archModel(arch);
+    const ids = readJson<{ cases: Case[] }>(path.join(ARCHS, arch, 'golden.json')).cases[1].ids;
+    const samples = 2;
+    const range: [number, number] = [1, 3];
+    const d = m.config.dModel;
+    const noise = new Float32Array(samples * (range[1] - range[0]) * d);
+    let s = 12345;
+    for (let i = 0; i < noise.length; i++) {
+      s = (s * 1103515245 + 12345) % 2147483648;
+      noise[i] = (s / 2147483648 - 0.5) * 2;
+    }
+    const p: Prepared = {
+      model: m,
+      prompt: '',
+      subject: '',
+      ids,
+      range,
+      samples,
+      window: 2,
+      kinds: ['hidden', 'mlp', 'attn'],
+      sever: ['mlp', 'attn'],
+      scale: 1,
+      scaleSource: 'given',
+      noise,
+      expectedId: null,
+    };
+    const list = restorations(p);
+    const fast = await traceFast(p, list, new Job());
+    const naive = await traceNaive(p, list, new Job());
+    assert.equal(fast.answerId, naive.answerId);
+    assert.ok(Math.abs(fast.corruptedProb - naive.corruptedProb) < 1e-6);
+    let worst = 0;
+    fast.scores.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - naive.scores[i]))));
+    assert.ok(worst < 1e-5, `${arch}: max |fast − naive| ${worst}`);
+    assert.ok(fast.tokenLayers < naive.tokenLayers, `${arch}: work ${fast.tokenLayers} vs ${naive.tokenLayers}`);
   });
 }

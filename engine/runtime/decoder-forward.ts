@@ -172,8 +172,9 @@ function attention(
   cfg: DecoderConfig,
   w: BlockWeights,
   x: tf.Tensor3D,
-  bias: tf.Tensor4D,
+  biasIn: tf.Tensor4D,
   past: KV | undefined,
+  lastOnly = false,
 ): { out: tf.Tensor3D; kv: KV } {
   const [b, t, d] = x.shape;
   const { nHead: h, nKvHead: hkv, headDim: dh } = cfg;
@@ -181,33 +182,37 @@ function attention(
   const rep = h / hkv;
   const x2 = tf.reshape(x, [b * t, d]) as tf.Tensor2D;
   const split = splitQkv(w.qkv, h * dh, hkv * dh);
+  // lastOnly: keys/values for every position, the query (and so the output) for the last one.
+  const tq = lastOnly ? 1 : t;
+  const xq2 = lastOnly ? (tf.reshape(tf.slice(x, [0, t - 1, 0], [b, 1, d]), [b, d]) as tf.Tensor2D) : x2;
+  const bias = lastOnly ? (tf.slice(biasIn, [0, 0, biasIn.shape[2] - 1, 0], [-1, -1, 1, -1]) as tf.Tensor4D) : biasIn;
   // [B, T, heads, dh]: rotary acts per token and head, before heads move to axis 1.
-  let q = tf.reshape(linear(x2, split.q), [b, t, h, dh]) as tf.Tensor4D;
+  let q = tf.reshape(linear(xq2, split.q), [b, tq, h, dh]) as tf.Tensor4D;
   let k = tf.reshape(linear(x2, split.k), [b, t, hkv, dh]) as tf.Tensor4D;
   const vNew = linear(x2, split.v);
   if (cfg.positional.kind === 'rotary') {
-    const tables = rotaryTables(queryPositions(bias), dh, cfg.positional);
-    q = applyRotary(q, tables);
+    const tables = rotaryTables(queryPositions(biasIn), dh, cfg.positional);
+    q = applyRotary(q, lastOnly ? rotaryTables(queryPositions(bias), dh, cfg.positional) : tables);
     k = applyRotary(k, tables);
   }
   let kh = tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D; // [B, hkv, T, dh]
   let vh = splitHeads(vNew, b, t, hkv, dh);
   if (past && past.k.shape[0] !== b) {
-    return { out: sharedPastAttention(cfg, w, q, kh, vh, bias, past, [b, t, d]), kv: { k: kh, v: vh } };
+    return { out: sharedPastAttention(cfg, w, q, kh, vh, bias, past, [b, tq, t, d]), kv: { k: kh, v: vh } };
   }
   if (past) {
     kh = tf.concat([past.k, kh], 2);
     vh = tf.concat([past.v, vh], 2);
   }
   const tk = kh.shape[2];
-  // [B, h, T, dh] → [B, hkv, rep·T, dh]: heads g·rep … g·rep+rep-1 are contiguous.
-  const qh = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [b, hkv, rep * t, dh]);
-  const raw = tf.reshape(tf.matMul(qh, kh, false, true), [b, h, t, tk]);
+  // [B, h, Tq, dh] → [B, hkv, rep·Tq, dh]: heads g·rep … g·rep+rep-1 are contiguous.
+  const qh = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [b, hkv, rep * tq, dh]);
+  const raw = tf.reshape(tf.matMul(qh, kh, false, true), [b, h, tq, tk]);
   const scores = tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), bias);
-  const probs = tf.reshape(tf.softmax(scores), [b, hkv, rep * t, tk]);
-  const ctx = tf.reshape(tf.matMul(probs, vh), [b, h, t, dh]);
-  const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * t, h * dh]) as tf.Tensor2D;
-  const out = tf.reshape(linear(merged, w.o), [b, t, d]) as tf.Tensor3D;
+  const probs = tf.reshape(tf.softmax(scores), [b, hkv, rep * tq, tk]);
+  const ctx = tf.reshape(tf.matMul(probs, vh), [b, h, tq, dh]);
+  const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * tq, h * dh]) as tf.Tensor2D;
+  const out = tf.reshape(linear(merged, w.o), [b, tq, d]) as tf.Tensor3D;
   return { out, kv: { k: kh, v: vh } };
 }
 
@@ -227,7 +232,7 @@ function sharedPastAttention(
   vhNew: tf.Tensor4D,
   bias: tf.Tensor4D,
   past: KV,
-  [b, t, d]: [number, number, number],
+  [b, t, tk, d]: [number, number, number, number],
 ): tf.Tensor3D {
   const { nHead: h, nKvHead: hkv, headDim: dh } = cfg;
   const rep = h / hkv;
@@ -242,15 +247,15 @@ function sharedPastAttention(
   const pv5 = tf.reshape(past.v, [1, pb, hkv, tp, dh]);
   const bb = bias.shape[0];
   const biasPast = tf.slice(bias, [0, 0, 0, 0], [bb, 1, t, tp]);
-  const biasNew = tf.slice(bias, [0, 0, 0, tp], [bb, 1, t, t]);
+  const biasNew = tf.slice(bias, [0, 0, 0, tp], [bb, 1, t, tk]);
   const sPast = tf.add(tf.mul(tf.reshape(tf.matMul(q5, pk5, false, true), [b, h, t, tp]), scale), biasPast);
-  const sNew = tf.add(tf.mul(tf.reshape(tf.matMul(qh, khNew, false, true), [b, h, t, t]), scale), biasNew);
+  const sNew = tf.add(tf.mul(tf.reshape(tf.matMul(qh, khNew, false, true), [b, h, t, tk]), scale), biasNew);
   const m = tf.maximum(tf.max(sPast, -1, true), tf.max(sNew, -1, true));
   const ePast = tf.exp(tf.sub(sPast, m));
   const eNew = tf.exp(tf.sub(sNew, m));
   const denom = tf.add(tf.sum(ePast, -1, true), tf.sum(eNew, -1, true));
   const cPast = tf.reshape(tf.matMul(tf.reshape(ePast, [groups, pb, hkv, rep * t, tp]), pv5), [b, h, t, dh]);
-  const cNew = tf.reshape(tf.matMul(tf.reshape(eNew, [b, hkv, rep * t, t]), vhNew), [b, h, t, dh]);
+  const cNew = tf.reshape(tf.matMul(tf.reshape(eNew, [b, hkv, rep * t, tk]), vhNew), [b, h, t, dh]);
   const ctx = tf.div(tf.add(cPast, cNew), denom);
   const merged = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b * t, h * dh]) as tf.Tensor2D;
   return tf.reshape(linear(merged, w.o), [b, t, d]) as tf.Tensor3D;
@@ -270,7 +275,13 @@ function mlp(cfg: DecoderConfig, w: BlockWeights, x: tf.Tensor3D, l: number, hoo
   return out;
 }
 
-/** One transformer block. Returns the new residual stream and this layer's full keys/values. */
+/**
+ * One transformer block. Returns the new residual stream and this layer's full keys/values.
+ * With `lastOnly` the output is the last position's only ([B, 1, d]): keys and values are
+ * still made for every position, the query, attention output and MLP only for the last (the
+ * top layer of a pass that reads only the last position's logits). Hooks after residPre then
+ * see that one position.
+ */
 export function block(
   m: DecoderModel,
   l: number,
@@ -278,11 +289,13 @@ export function block(
   bias: tf.Tensor4D,
   past?: KV,
   hook?: Hook,
+  lastOnly = false,
 ): { h: tf.Tensor3D; kv: KV } {
   const cfg = m.config;
   const w = m.weights.blocks[l];
   if (hook) h = hook(site.residPre(l), h);
-  const a = attention(cfg, w, norm(cfg, w.ln1, h) as tf.Tensor3D, bias, past);
+  const a = attention(cfg, w, norm(cfg, w.ln1, h) as tf.Tensor3D, bias, past, lastOnly);
+  if (lastOnly) h = tf.slice(h, [0, h.shape[1] - 1, 0], [-1, 1, -1]) as tf.Tensor3D;
   let attnOut = a.out;
   if (hook) attnOut = hook(site.attnOut(l), attnOut);
   let out: tf.Tensor3D;

@@ -142,14 +142,23 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   const { cache, answerId, cleanProb, corruptedProb } = buildCache(p, restorationList);
   const scores = new Array<number>(restorationList.length).fill(NaN);
   let tokenLayers = 2 * T * L; // the clean and the corrupted run
+  // The key/value projections' share of a block's matmul work per token.
+  const c = m.config;
+  const kvCols = 2 * c.nKvHead * c.headDim;
+  const perToken = c.dModel * (c.nHead * c.headDim + kvCols) + c.nHead * c.headDim * c.dModel + c.dModel * c.dMlp * (c.gatedMlp ? 3 : 2);
+  const kvShare = (c.dModel * kvCols) / perToken;
   const totalWork = restorationList.length;
   let done = 0;
 
   // Restorations that provably change nothing get the corrupted baseline without a pass:
   //  - before the subject, clean and corrupted runs are identical (attention is causal);
   //  - the final residual at a token other than the last is never read.
+  //  - nor is the top block's output at a token other than the last, so restoring only module
+  //    outputs of the top block there changes nothing either.
   const noop = (r: Restoration) =>
-    r.token < p.range[0] || r.mods.every((x) => x.site === 'resid_pre' && x.layer === L && r.token !== T - 1);
+    r.token < p.range[0] ||
+    (r.token !== T - 1 &&
+      r.mods.every((x) => (x.site === 'resid_pre' && x.layer === L) || (x.site !== 'resid_pre' && x.layer === L - 1)));
   restorationList.forEach((r, i) => {
     if (noop(r)) {
       scores[i] = corruptedProb;
@@ -192,7 +201,8 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
           const result = scoped(() => {
             // Inputs in one gather: a node continues its parent's rows, or starts from the
             // corrupted cache at this layer (appended after the previous output).
-            const cacheSlice = tf.slice(cache.hIn[j], [0, t, 0], [n, Tq, -1]) as tf.Tensor3D;
+            // (After the top block only the last position is left: see lastOnly below.)
+            const cacheSlice = (j === L ? tf.slice(cache.hIn[j], [0, T - 1, 0], [n, 1, -1]) : tf.slice(cache.hIn[j], [0, t, 0], [n, Tq, -1])) as tf.Tensor3D;
             const base = prevOut ? prevOut.shape[0] : 0;
             const src = prevOut ? (tf.concat([prevOut, cacheSlice], 0) as tf.Tensor3D) : cacheSlice;
             const idx: number[] = [];
@@ -205,10 +215,15 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
             const residIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site === 'resid_pre'), t, n, cache);
             if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);
             if (j === L) {
-              const lastRows = tf.reshape(tf.slice(finalNorm(m, x), [0, Tq - 1, 0], [-1, 1, -1]), [x.shape[0], -1]) as tf.Tensor2D;
+              const lastRows = tf.reshape(tf.slice(finalNorm(m, x), [0, x.shape[1] - 1, 0], [-1, 1, -1]), [x.shape[0], -1]) as tf.Tensor2D;
               return { probs: answerProbs(m, lastRows, answerId) };
             }
-            const blockIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site !== 'resid_pre'), t, n, cache);
+            // The top block runs for the last position only: its output elsewhere is never read.
+            // Module-output changes of the top block at token t < T − 1 therefore act on nothing
+            // and are dropped (at t = T − 1 the last position is position t).
+            const lastOnly = j === L - 1;
+            const blockIv =
+              lastOnly && Tq > 1 ? [] : nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site !== 'resid_pre'), t, n, cache);
             const hook: Hook | undefined = blockIv.length ? interventionHook(blockIv) : undefined;
             // Every group of n rows shares the corrupted keys/values of positions < t.
             const past: KV | undefined =
@@ -218,7 +233,7 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
                     k: tf.slice(cache.kv[j].k, [0, 0, 0, 0], [n, -1, t, -1]) as tf.Tensor4D,
                     v: tf.slice(cache.kv[j].v, [0, 0, 0, 0], [n, -1, t, -1]) as tf.Tensor4D,
                   };
-            return { out: block(m, j, x, bias, past, chainHooks(hook)).h };
+            return { out: block(m, j, x, bias, past, chainHooks(hook), lastOnly).h };
           });
           if (j === L) {
             chunkNodes.forEach((node, k) => {
@@ -227,6 +242,10 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
               for (const member of node.members) scores[member] = sum / n;
               done += node.members.length;
             });
+          } else if (j === L - 1) {
+            // One full evaluation for the last position plus the key/value projections of the others.
+            tokenLayers += chunkNodes.length * (1 + (Tq - 1) * kvShare);
+            outs.push(result.out!);
           } else {
             tokenLayers += chunkNodes.length * Tq;
             outs.push(result.out!);
