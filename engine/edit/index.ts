@@ -1,4 +1,4 @@
-/** Model editing (ROME now; MEMIT / FT / FT+L plug into apply.ts's method registry). */
+/** Model editing: ROME, MEMIT, FT, FT+L through apply.ts's method registry; MEMIT also as a batch. */
 export * from './types.js';
 export { computeEdit, applyEdit, revertEdit, revertAllEdits, listEdits, saveModel, registerEditMethod, editMethods } from './apply.js';
 export type { ComputeOptions, EditComputer, ApplyOptions, SavedModel } from './apply.js';
@@ -6,6 +6,10 @@ export { computeRome, romeEditParts, computeVStar, romeKeys, leftVector, rightVe
 export type { RomeOptions, RomeParts, VStep, VResult, RomeKeys, RomeUpdate, PreparedRequest } from './rome.js';
 export { layerStats, secondMoment, statsFactor, readCorpus, importNpzStats, defaultCorpus, MAX_STATS_SAMPLES } from './stats.js';
 export type { LayerStats, StatsOptions } from './stats.js';
+export { computeMemit, memitEditParts } from './memit.js';
+export type { MemitOptions, MemitParts } from './memit.js';
+export { memitHparams, MEMIT_DEFAULTS, MEMIT_REFERENCE_MODELS } from './memit-hparams.js';
+export type { MemitHparams } from './memit-hparams.js';
 export { contextTemplates, cleanTemplateText } from './templates.js';
 export type { ContextTemplates, TemplateOptions } from './templates.js';
 export { romeHparams, chooseLayer, referenceModel, ROME_DEFAULTS, REFERENCE_MODELS } from './hparams.js';
@@ -21,3 +25,14 @@ import { registerEditMethod as register } from './apply.js';
 import { computeFTEdit, computeFTLEdit } from './ft.js';
 register('ft', computeFTEdit);
 register('ft-l', computeFTLEdit);
+import { computeMemit } from './memit.js';
+import type { EditRecord, EditRequest } from './types.js';
+import type { LoadedModel } from '../model/load.js';
+import type { JobControl } from '../util/jobs.js';
+import type { MemitOptions } from './memit.js';
+register('memit', (model, request, control, opts) => computeMemit(model, [request], control, opts as MemitOptions));
+
+/** Many edits as one (MEMIT, rome-spec §5): one record whose deltas carry every request. */
+export function computeEditBatch(model: LoadedModel, requests: EditRequest[], control: JobControl = {}, opts: MemitOptions = {}): Promise<EditRecord> {
+  return computeMemit(model, requests, control, opts);
+}

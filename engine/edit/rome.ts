@@ -69,6 +69,13 @@ export interface RomeOptions {
   fastGrad?: boolean;
   /** Called after every v* loss evaluation. */
   onStep?: (s: VStep) => void;
+  /**
+   * Where δ is added: the MLP output of the layer (ROME) or the block's output, the residual
+   * stream (MEMIT's z, rome-spec §5.3). At the subject-last position the two differ only in
+   * the reference vector (target_init) that sets the clamp radius and the weight decay: the
+   * MLP output enters the residual stream additively, so the forward from there is the same.
+   */
+  at?: 'mlp' | 'resid';
 }
 
 export interface VStep {
@@ -268,7 +275,7 @@ export async function computeVStar(
   req: PreparedRequest,
   templates: string[],
   hp: RomeHparams,
-  opts: Pick<RomeOptions, 'vForward' | 'fastGrad' | 'onStep'> = {},
+  opts: Pick<RomeOptions, 'vForward' | 'fastGrad' | 'onStep' | 'at'> = {},
   job: Job = new Job(),
 ): Promise<VResult> {
   const started = performance.now();
@@ -283,7 +290,7 @@ export async function computeVStar(
   const P = pick.length;
   const nT = req.targetIds.length;
   const mode = opts.vForward ?? 'suffix';
-  const mlpSite = site.mlpOut(layer);
+  const mlpSite = opts.at === 'resid' ? site.residPost(layer) : site.mlpOut(layer);
 
   // Constants: the δ mask, target one-hots, attention bias, and per mode the cached inputs.
   const consts = scoped(() => {
@@ -297,7 +304,7 @@ export async function computeVStar(
       [
         { site: site.residPre(layer), op: 'read' },
         { site: site.residPost(layer), op: 'read' },
-        { site: mlpSite, op: 'read' },
+        ...(mlpSite === site.residPost(layer) ? [] : [{ site: mlpSite, op: 'read' as const }]),
       ],
       reads,
     );

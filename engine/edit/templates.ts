@@ -25,6 +25,11 @@ export interface TemplateOptions {
   seed?: number;
   /** [[total length, count], ...] (default [[5, 10], [10, 10]]). */
   lengths?: Array<[number, number]>;
+  /**
+   * Start words (MEMIT, rome-spec §5.2): each group's texts begin with these words in turn
+   * instead of `<|endoftext|>`, and the group's length counts the start word's tokens.
+   */
+  starts?: string[];
   cache?: boolean;
 }
 
@@ -52,7 +57,8 @@ export function contextTemplates(model: LoadedModel, opts: TemplateOptions = {})
   const started = performance.now();
   const seed = opts.seed ?? 0;
   const lengths = opts.lengths ?? TEMPLATE_LENGTHS;
-  const tag = lengths.map(([l, n]) => `${l}x${n}`).join('_');
+  const starts = opts.starts?.length ? opts.starts : null;
+  const tag = lengths.map(([l, n]) => `${l}x${n}`).join('_') + (starts ? `-w${shortHash(starts.join('\u0000'))}` : '');
   const key = `${modelContentHash(model)}-s${seed}-${tag}`;
   const file = path.join(cacheRoot(), 'templates', `${shortHash(modelContentHash(model))}-s${seed}-${tag}.json`);
   const useCache = opts.cache !== false;
@@ -64,7 +70,7 @@ export function contextTemplates(model: LoadedModel, opts: TemplateOptions = {})
     }
   }
   const eos = model.tokenizer.eosId ?? model.config.eosId;
-  if (eos === null) {
+  if (eos === null && !starts) {
     throw new FactLensError('INVALID_ARGUMENT', `${model.name} has no end-of-text token to start context templates from`, {
       field: 'model',
     });
@@ -72,7 +78,23 @@ export function contextTemplates(model: LoadedModel, opts: TemplateOptions = {})
   const base = baseModel(model);
   const templates = ['{}'];
   lengths.forEach(([len, n], gi) => {
-    const prompts = Array.from({ length: n }, () => [eos]);
+    if (starts) {
+      // One text per start word (cycled), each generated to `len` tokens in total.
+      for (let i = 0; i < n; i++) {
+        const start = model.tokenizer.encode(starts[i % starts.length]);
+        if (start.length === 0) throw new FactLensError('INVALID_ARGUMENT', `template start word ${JSON.stringify(starts[i % starts.length])} has no tokens`, { field: 'starts' });
+        const [ids] = generate(base, [start], {
+          maxNewTokens: Math.max(1, len - start.length),
+          strategy: 'top-k',
+          topK: 5,
+          seed: seed * 1000 + gi * 100 + i,
+          useCache: true,
+        });
+        templates.push(cleanTemplateText(model.tokenizer.decode([...start, ...ids])));
+      }
+      return;
+    }
+    const prompts = Array.from({ length: n }, () => [eos!]);
     const out = generate(base, prompts, {
       maxNewTokens: len - 1,
       strategy: 'top-k',
@@ -80,12 +102,12 @@ export function contextTemplates(model: LoadedModel, opts: TemplateOptions = {})
       seed: seed * 1000 + gi,
       useCache: true,
     });
-    for (const ids of out) templates.push(cleanTemplateText(model.tokenizer.decode([eos, ...ids])));
+    for (const ids of out) templates.push(cleanTemplateText(model.tokenizer.decode([eos!, ...ids])));
   });
   memory.set(key, templates);
   if (useCache) {
     try {
-      writeAtomic(file, JSON.stringify({ model: modelContentHash(model), seed, lengths, templates }, null, 1));
+      writeAtomic(file, JSON.stringify({ model: modelContentHash(model), seed, lengths, starts, templates }, null, 1));
     } catch {
       /* unwritable cache: regenerate next process */
     }

@@ -46,6 +46,8 @@ export type WeightDelta = RankOneDelta | DenseDelta;
 export interface EditRecord {
   id: string;
   request: EditRequest;
+  /** Every request of a batch edit (MEMIT); `request` is then the first of them. */
+  requests?: EditRequest[];
   method: EditMethod;
   layers: number[];
   deltas: WeightDelta[];
