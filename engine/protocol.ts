@@ -294,6 +294,8 @@ export interface EvalRunParams extends WithProgress {
   /** Editing method for the dataset's records (default rome; 'none' evaluates the unedited model). */
   method?: 'rome' | 'memit' | 'ft' | 'ft-l' | 'none';
   layer?: number;
+  /** MEMIT's layer range (instead of `layer`). */
+  layers?: number[];
   /** Records edited together (MEMIT batches). */
   batch?: number;
 }

@@ -85,6 +85,13 @@ export function intOption(value: unknown, name: string, fallback: number, comman
   return Number(s);
 }
 
+/** A layer list: "3" or "1,2,3" (MEMIT edits several layers). */
+export function layerListOption(value: unknown, name: string, command?: string): number[] | undefined {
+  if (value === undefined) return undefined;
+  const parts = String(value).split(',').map((x) => x.trim());
+  return parts.map((p) => intOption(p, name, 0, command, 0));
+}
+
 /** Help lines for an options table, aligned. */
 export function formatOptions(options: OptionsSpec): string[] {
   const rows = Object.entries(options).map(([name, o]) => {

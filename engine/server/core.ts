@@ -202,6 +202,7 @@ const SCHEMAS = {
     limit: v.opt(v.int({ min: 1 })),
     method: v.opt(v.oneOf('rome', 'memit', 'ft', 'ft-l', 'none')),
     layer: v.opt(v.int({ min: 0 })),
+    layers: v.opt(v.arr(v.int({ min: 0 }), { max: 1000 })),
     batch: v.opt(v.int({ min: 1 })),
     progressToken,
   }),

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../eval/counterfact.js';
 import type { EditLoopOptions } from '../eval/loop.js';
-import { wireMethod } from '../cli/commands/eval.js';
+import { wireMethod } from '../eval/methods.js';
 import type { LoadedModel } from '../model/load.js';
 import type { EditRecord, EditRequest } from '../edit/types.js';
 import { applyEdit, computeEdit, layerStats, listEdits, revertEdit, romeHparams } from '../edit/index.js';
@@ -98,7 +98,7 @@ export const FEATURES: Features = {
       }
       if (!Array.isArray(records)) throw new FactLensError('INVALID_ARGUMENT', `${file}: expected a JSON array of records`, { file });
       const batch = p.batch ?? 1;
-      const wiring = wireMethod(p.method ?? 'rome', { layer: p.layer, batch, control, model });
+      const wiring = wireMethod(p.method ?? 'rome', { layers: p.layers ?? (p.layer !== undefined ? [p.layer] : undefined), batch, control, model });
       const r = await evaluateCounterFact(model, records, { ...(wiring.opts as EditLoopOptions<CounterFactCase>), batch, limit: p.limit }, control);
       const { per_record: _perRecord, ...summary } = r as CounterFactResult & { per_record?: unknown };
       return { method: p.method ?? 'rome', dataset: file, model: model.name, ...summary };

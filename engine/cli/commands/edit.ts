@@ -6,10 +6,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { disposeModel } from '../../model/load.js';
-import { applyEdit, computeEdit, revertAllEdits, saveModel } from '../../edit/apply.js';
+import { applyEdit, computeEdit, revertAllEdits, saveModel } from '../../edit/index.js';
 import { greedyContinuations, probePrompts, type PromptProbe } from '../../edit/probe.js';
 import type { EditMethod, EditRecord } from '../../edit/types.js';
-import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
 import { formatProb, showToken } from './predict.js';
@@ -35,7 +35,7 @@ export const options: OptionsSpec = {
   target: { type: 'string', short: 't', valueName: 'TEXT', description: 'the new object' },
   'target-true': { type: 'string', valueName: 'TEXT', description: 'the true object (for reporting)' },
   method: { type: 'string', valueName: 'NAME', description: 'edit method', default: 'rome', choices: ['rome', 'memit', 'ft', 'ft-l'] },
-  layer: { type: 'string', short: 'l', valueName: 'L', description: 'layer to edit [default: the model\'s ROME layer]' },
+  layer: { type: 'string', short: 'l', valueName: 'L', description: 'layer to edit, or layers for MEMIT (1,2,3) [default: the method\'s layers for the model]' },
   formula: { type: 'string', valueName: 'F', description: 'ROME right-vector formula', default: 'consistent', choices: ['consistent', 'reference'] },
   check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
   corpus: { type: 'string', valueName: 'FILE', description: 'statistics corpus (.txt lines or .jsonl "text") [default: <model>/corpus.txt]' },
@@ -58,7 +58,8 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const prompt = requiredString(args, 'prompt');
   const subject = requiredString(args, 'subject');
   const target = requiredString(args, 'target');
-  const layer = args.values.layer === undefined ? undefined : intOption(args.values.layer, 'layer', 0, name, 0);
+  const layers = layerListOption(args.values.layer, 'layer', name);
+  if (layers && layers.length > 1 && args.values.method !== 'memit') throw new UsageError(`--layer takes one layer for ${args.values.method}; several are for --method memit`, name);
   const samples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
   const tokens = intOption(args.values.tokens, 'tokens', 20, name, 0);
   const checks = (args.values.check as string[] | undefined) ?? [];
@@ -84,7 +85,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
         target,
         targetTrue,
         method: args.values.method as EditMethod,
-        layers: layer === undefined ? undefined : [layer],
+        layers,
         formula: args.values.formula as 'consistent' | 'reference',
         corpus: typeof args.values.corpus === 'string' ? path.resolve(args.values.corpus) : undefined,
       },
@@ -121,8 +122,9 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       model: model.name,
       backend: model.backend,
       method: record.method,
-      layer: record.layers[0],
-      layerSource: record.info.layer_source,
+      layer: record.layers[record.layers.length - 1],
+      layers: record.layers,
+      layerSource: record.info.layer_source ?? record.info.layers_source,
       formula: record.info.formula,
       target: record.request.target,
       targetTrue,
@@ -170,10 +172,11 @@ export function formatEdit(
   const i = rec.info;
   const [tNew, tTrue] = before[0].targets.map((t) => t.target);
   const out: string[] = [];
-  out.push(
-    `${rec.method.toUpperCase()} edit at layer ${rec.layers[0]} (${i.layer_source}), formula ${i.formula}: ` +
-      `${showToken(rec.request.subject)} → ${showToken(rec.request.target)}`,
-  );
+  const where =
+    rec.method === 'memit'
+      ? `layers ${rec.layers.join(', ')} (${i.layers_source}), λ ${i.lambda}`
+      : `layer ${rec.layers[0]} (${i.layer_source})${i.formula ? `, formula ${i.formula}` : ''}`;
+  out.push(`${rec.method.toUpperCase()} edit at ${where}: ${showToken(rec.request.subject)} → ${showToken(rec.request.target)}`);
   out.push('');
   const header = ['prompt', `P(${tNew}) before`, 'after', `P(${tTrue}) before`, 'after', 'top token before → after'];
   const rows = prompts.map((p, k) => [

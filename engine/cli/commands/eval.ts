@@ -12,21 +12,22 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { disposeModel, type LoadedModel } from '../../model/load.js';
 import * as edit from '../../edit/index.js';
-import { computeFT, DEFAULT_EPSILON, defaultEpsilon } from '../../edit/ft.js';
+import { DEFAULT_EPSILON } from '../../edit/ft.js';
+import { METHODS, wireMethod, type EvalMethod } from '../../eval/methods.js';
 import type { EditRecord, EditRequest } from '../../edit/types.js';
 import { FactLensError } from '../../errors.js';
 import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../../eval/counterfact.js';
 import { evaluateZsre, type ZsreCase, type ZsreResult } from '../../eval/zsre.js';
 import type { EditLoopOptions, EvalCase } from '../../eval/loop.js';
 import type { JobControl } from '../../util/jobs.js';
-import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
 
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
 export const usage =
-  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L] [--gen-every N] [--epsilon E] [--per-record FILE] [--model DIR] [--json]';
+  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--per-record FILE] [--model DIR] [--json]';
 export const description =
   'For each record: metrics on the unedited model, compute and apply the edit, metrics again, restore\n' +
   '(verified bit-identical). With --batch N, N records are edited together (ROME/FT sequentially, MEMIT\n' +
@@ -36,8 +37,7 @@ export const description =
   'The dataset is a JSON array or JSON lines; the format is recognised from the first record.\n' +
   'Bad records are skipped and listed with their index.';
 
-export const METHODS = ['rome', 'memit', 'ft', 'ft-l', 'none'] as const;
-export type EvalMethod = (typeof METHODS)[number];
+export { METHODS, type EvalMethod, wireMethod } from '../../eval/methods.js';
 
 export const options: OptionsSpec = {
   ...modelOptions,
@@ -45,7 +45,8 @@ export const options: OptionsSpec = {
   method: { type: 'string', valueName: 'NAME', description: 'editing method', choices: METHODS, default: 'rome' },
   limit: { type: 'string', valueName: 'N', description: 'evaluate the first N records' },
   batch: { type: 'string', valueName: 'N', description: 'records edited together before measuring', default: '1' },
-  layer: { type: 'string', valueName: 'L', description: 'edit layer (default: the method\'s default for the model)' },
+  layer: { type: 'string', valueName: 'L', description: 'edit layer, or layers for MEMIT (1,2,3) (default: the method\'s layers for the model)' },
+  'stats-samples': { type: 'string', valueName: 'N', description: 'documents for ROME/MEMIT statistics [default: all, at most 100000]' },
   'gen-every': { type: 'string', valueName: 'N', description: 'GE on every N-th record (0: skip the generation test)', default: '1' },
   epsilon: { type: 'string', valueName: 'E', description: `FT+L L∞ radius [default: the reference model's, else ${DEFAULT_EPSILON}]` },
   seed: { type: 'string', valueName: 'S', description: 'generation sampling seed', default: '0' },
@@ -92,59 +93,6 @@ export function datasetKind(records: unknown[], file: string): DatasetKind {
     `cannot tell the format of ${file}: expected CounterFact records (requested_rewrite, paraphrase_prompts, ...) or zsRE records (subject, src, rephrase, answers, loc, loc_ans)`,
     { file, field: 'dataset' },
   );
-}
-
-/** Something that will not be available until another part lands: a clear error. */
-function notAvailable(what: string): FactLensError {
-  return new FactLensError('INVALID_ARGUMENT', what, { field: 'method' });
-}
-
-interface EditWiring<C extends EvalCase & { request: EditRequest }> {
-  opts: Pick<EditLoopOptions<C>, 'edit' | 'editBatch'>;
-  label: string;
-}
-
-/** The edit functions for a method (throws when the method is not available yet). */
-export function wireMethod<C extends EvalCase & { request: EditRequest }>(
-  method: EvalMethod,
-  p: { layer?: number; epsilon?: number; batch: number; control: JobControl; model?: LoadedModel },
-): EditWiring<C> {
-  const layers = p.layer !== undefined ? [p.layer] : undefined;
-  const req = (c: C, m: EditRequest['method']): EditRequest => ({ ...c.request, method: m, ...(layers ? { layers } : {}) });
-  switch (method) {
-    case 'none':
-      return { opts: {}, label: 'unedited model' };
-    case 'ft':
-    case 'ft-l': {
-      const constrained = method === 'ft-l';
-      return {
-        opts: { edit: (m, c) => computeFT(m, req(c, method), { constrained, epsilon: p.epsilon }, p.control) },
-        label: constrained ? `FT+L (ε ${p.epsilon ?? (p.model ? defaultEpsilon(p.model.config) : 'default')})` : 'FT',
-      };
-    }
-    case 'rome':
-    case 'memit': {
-      const available = edit.editMethods();
-      if (method === 'memit' && p.batch > 1) {
-        const batchFn = (edit as Record<string, unknown>).computeEditBatch;
-        if (typeof batchFn !== 'function') {
-          throw notAvailable(
-            'batched MEMIT is not available yet: engine/edit/index.ts has no computeEditBatch(model, requests, control); ' +
-              `available methods: ${available.join(', ')} (use --batch 1, or another --method)`,
-          );
-        }
-        const fn = batchFn as (m: LoadedModel, r: EditRequest[], c: JobControl) => Promise<EditRecord | EditRecord[]>;
-        return { opts: { editBatch: (m, cs) => fn(m, cs.map((c) => req(c, 'memit')), p.control) }, label: 'MEMIT (batched)' };
-      }
-      if (!available.includes(method)) {
-        throw notAvailable(
-          `method '${method}' is not available yet: engine/edit/apply.ts has no '${method}' edit method registered ` +
-            `(available: ${available.join(', ') || 'none'})`,
-        );
-      }
-      return { opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control) }, label: method.toUpperCase() };
-    }
-  }
 }
 
 function fmt(x: number | null | undefined, digits = 1): string {
@@ -207,10 +155,12 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const kind = datasetKind(records, file);
   const model = await loadModelFromArgs(args, io);
   try {
-    const layer = args.values.layer === undefined ? undefined : intOption(args.values.layer, 'layer', 0, name, 0);
-    if (layer !== undefined && layer >= model.config.nLayer) {
-      throw new UsageError(`--layer ${layer} is outside the model's layers 0..${model.config.nLayer - 1}`, name);
+    const layers = layerListOption(args.values.layer, 'layer', name);
+    for (const layer of layers ?? []) {
+      if (layer >= model.config.nLayer) throw new UsageError(`--layer ${layer} is outside the model's layers 0..${model.config.nLayer - 1}`, name);
     }
+    if (layers && layers.length > 1 && method !== 'memit') throw new UsageError(`--layer takes one layer for ${method}; several are for --method memit`, name);
+    const statsSamples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
     // Edit-internal progress (statistics, v* steps, FT steps) only when it has been quiet a while.
     let lastLine = Date.now();
     const log = (line: string) => {
@@ -222,11 +172,11 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
         if (Date.now() - lastLine > 3000) log(`      ${msg}`);
       },
     };
-    const wiring = wireMethod(method, { layer, epsilon, batch, control: editControl, model });
+    const wiring = wireMethod(method, { layers, epsilon, batch, control: editControl, model, statsSamples });
     const control: JobControl = { onProgress: (f, msg) => log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`) };
     const head = (n: number, skipped: number, s: number) =>
       `${kind === 'counterfact' ? 'CounterFact' : 'zsRE'} · ${path.basename(file)} · ${model.name} · ${wiring.label}` +
-      `${layer !== undefined ? ` · layer ${layer}` : ''} · ${n} records${skipped ? ` (${skipped} skipped)` : ''} · ${s.toFixed(2)} s/edit`;
+      `${layers !== undefined ? ` · layer ${layers.join(',')}` : ''} · ${n} records${skipped ? ` (${skipped} skipped)` : ''} · ${s.toFixed(2)} s/edit`;
     const perRecordFile = typeof args.values['per-record'] === 'string' ? path.resolve(args.values['per-record']) : undefined;
     let result: CounterFactResult | ZsreResult;
     let text: string;

@@ -1,0 +1,64 @@
+/**
+ * Which edit function the evaluation loop calls for a method name: shared by `factlens eval`
+ * and the engine's eval/run request.
+ */
+import type { LoadedModel } from '../model/load.js';
+import * as edit from '../edit/index.js';
+import { computeFT, defaultEpsilon } from '../edit/ft.js';
+import type { EditRequest } from '../edit/types.js';
+import { FactLensError } from '../errors.js';
+import type { EditLoopOptions, EvalCase } from './loop.js';
+import type { JobControl } from '../util/jobs.js';
+
+export const METHODS = ['rome', 'memit', 'ft', 'ft-l', 'none'] as const;
+export type EvalMethod = (typeof METHODS)[number];
+
+/** Something that will not be available until another part lands: a clear error. */
+function notAvailable(what: string): FactLensError {
+  return new FactLensError('INVALID_ARGUMENT', what, { field: 'method' });
+}
+
+interface EditWiring<C extends EvalCase & { request: EditRequest }> {
+  opts: Pick<EditLoopOptions<C>, 'edit' | 'editBatch'>;
+  label: string;
+}
+
+/** The edit functions for a method (throws when the method is not available yet). */
+export function wireMethod<C extends EvalCase & { request: EditRequest }>(
+  method: EvalMethod,
+  p: { layers?: number[]; epsilon?: number; batch: number; control: JobControl; model?: LoadedModel; statsSamples?: number },
+): EditWiring<C> {
+  const layers = p.layers;
+  const editOpts = p.statsSamples !== undefined ? { statsSamples: p.statsSamples } : {};
+  const req = (c: C, m: EditRequest['method']): EditRequest => ({ ...c.request, method: m, ...(layers ? { layers } : {}) });
+  switch (method) {
+    case 'none':
+      return { opts: {}, label: 'unedited model' };
+    case 'ft':
+    case 'ft-l': {
+      const constrained = method === 'ft-l';
+      return {
+        opts: { edit: (m, c) => computeFT(m, req(c, method), { constrained, epsilon: p.epsilon }, p.control) },
+        label: constrained ? `FT+L (ε ${p.epsilon ?? (p.model ? defaultEpsilon(p.model.config) : 'default')})` : 'FT',
+      };
+    }
+    case 'rome':
+    case 'memit': {
+      const available = edit.editMethods();
+      if (method === 'memit' && p.batch > 1) {
+        return {
+          opts: { editBatch: (m, cs) => edit.computeEditBatch(m, cs.map((c) => req(c, 'memit')), p.control, editOpts) },
+          label: `MEMIT (${p.batch} edits at once)`,
+        };
+      }
+      if (!available.includes(method)) {
+        throw notAvailable(
+          `method '${method}' is not available yet: engine/edit/apply.ts has no '${method}' edit method registered ` +
+            `(available: ${available.join(', ') || 'none'})`,
+        );
+      }
+      return { opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control, editOpts) }, label: method.toUpperCase() };
+    }
+  }
+}
+
