@@ -83,10 +83,11 @@ export class FrozenWeights {
   }
 
   readonly matMul: WeightMatMul = (x, w) => {
-    const wT = this.transposeOf(w);
+    // Wᵀ is made on the first gradient through W (layers the gradient never reaches, e.g.
+    // below the edited one, are never transposed) and kept for the later steps.
     const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => ({
       value: tf.matMul(args[0] as tf.Tensor2D, w),
-      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => tf.matMul(dy as tf.Tensor2D, wT),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => tf.matMul(dy as tf.Tensor2D, this.transposeOf(w)),
     }));
     return op(x) as tf.Tensor2D;
   };
