@@ -27,17 +27,10 @@ import { adapterFor, supportedModelTypes } from '../engine/model/adapters/index.
 import { reorderNeoxRows } from '../engine/model/adapters/gpt-neox.js';
 import type { DecoderWeights } from '../engine/model/decoder.js';
 import { FactLensError } from '../engine/errors.js';
-import { ARCHS, maxAbsDiff, readJson, relDiff } from './helpers/golden.js';
+import { ARCHS, maxAbsDiff, readJson, relDiff, type GoldenForwardCase } from './helpers/golden.js';
 import { model, TEST_BACKEND } from './helpers/model.js';
 
-interface Case {
-  ids: number[];
-  top10_ids: number[];
-  top10_logprobs: number[];
-  last_logits_first8: number[];
-  hidden_last_token_norms: number[];
-  hidden_last_token_first8: number[][];
-}
+type Case = GoldenForwardCase;
 
 const ARCH_DIRS = ['gptj', 'gpt-neox', 'llama', 'qwen2'];
 const EXPECTED: Record<string, Partial<LoadedModel['config']> & { style: string; dims: number }> = {

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { checkpointBytesAsFloat32, openCheckpoint } from '../engine/model/checkpoint.js';
 import { readSafetensorsHeader, writeSafetensors } from '../engine/model/safetensors.js';
 import { FactLensError } from '../engine/errors.js';
+import { assertFails } from './helpers/errors.js';
 
 const ARCHS = '/work/shared/archs';
 const GPT2 = path.join(ARCHS, 'gpt2');
@@ -29,20 +30,6 @@ function rawSafetensors(file: string, header: unknown, body: Uint8Array = new Ui
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(headerLen ?? BigInt(json.length));
   fs.writeFileSync(file, Buffer.concat([len, json, body]));
-}
-
-function assertFails(fn: () => unknown, code: string, mentions: string[], data: Record<string, unknown> = {}): FactLensError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof FactLensError, `expected FactLensError ${code}, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  for (const m of mentions) assert.ok(caught.message.includes(m), `message should mention ${m}: ${caught.message}`);
-  for (const [k, v] of Object.entries(data)) assert.deepEqual(caught.data[k], v, `data.${k}`);
-  return caught;
 }
 
 /** gpt2's tensors, read through the checkpoint, as writer input. */

@@ -43,6 +43,7 @@ import { cholesky, choleskySolve, matVec } from '../engine/edit/linalg.js';
 import { FrozenWeights, withFastGradients } from '../engine/edit/fastgrad.js';
 import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
+import { expectError } from './helpers/errors.js';
 import { FactLensError } from '../engine/errors.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-edit-test-'));
@@ -111,15 +112,6 @@ function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den = Math.max(den, Math.abs(b[i]));
   }
   return num / den;
-}
-
-function expectError(fn: () => Promise<unknown>, code: string, check: (e: FactLensError) => void) {
-  return assert.rejects(fn, (e: unknown) => {
-    assert.ok(e instanceof FactLensError, `expected a FactLensError, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    check(e);
-    return true;
-  });
 }
 
 describe('linear algebra', () => {

@@ -12,18 +12,11 @@ import { padBatch } from '../engine/runtime/batch.js';
 import { interventionHook } from '../engine/runtime/interventions.js';
 import { site } from '../engine/runtime/sites.js';
 import type { LoadedModel } from '../engine/model/load.js';
-import { ARCHS, TINYWORLD, readJson, relDiff } from './helpers/golden.js';
+import { ARCHS, TINYWORLD, readJson, relDiff, type GoldenForwardCase } from './helpers/golden.js';
 import { model } from './helpers/model.js';
 import { tinyworldForwardReference } from './helpers/reference.js';
 
-interface Case {
-  ids: number[];
-  top10_ids: number[];
-  top10_logprobs: number[];
-  last_logits_first8: number[];
-  hidden_last_token_norms: number[];
-  hidden_last_token_first8: number[][];
-}
+type Case = GoldenForwardCase;
 
 /** Runs one case and returns log-probs, raw logits and the hidden-state entries of the last token. */
 function run(m: LoadedModel, ids: number[]) {

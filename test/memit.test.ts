@@ -34,6 +34,7 @@ import { choleskySolve, dot } from '../engine/edit/linalg.js';
 import { FactLensError } from '../engine/errors.js';
 import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
+import { expectError } from './helpers/errors.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-memit-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
@@ -70,15 +71,6 @@ function logits(prompts: string[]): Float32Array {
   const out = t.dataSync() as Float32Array;
   t.dispose();
   return out;
-}
-
-function expectError(fn: () => Promise<unknown>, code: string, check: (e: FactLensError) => void) {
-  return assert.rejects(fn, (e: unknown) => {
-    assert.ok(e instanceof FactLensError, `expected a FactLensError, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    check(e);
-    return true;
-  });
 }
 
 describe('MEMIT hyperparameters', () => {

@@ -14,17 +14,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { ARCHS, TINYWORLD, readJson, relDiff } from './helpers/golden.js';
+import { ARCHS, TINYWORLD, readJson, relDiff, type GoldenForwardCase } from './helpers/golden.js';
 import { referenceForward, runReference, tinyworldForwardReference } from './helpers/reference.js';
 
-interface Case {
-  ids: number[];
-  top10_ids: number[];
-  top10_logprobs: number[];
-  last_logits_first8: number[];
-  hidden_last_token_norms: number[];
-  hidden_last_token_first8: number[][];
-}
+type Case = GoldenForwardCase;
 
 const EMBD_KEEP = 0.9; // 1 - embd_pdrop
 

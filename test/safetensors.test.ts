@@ -14,7 +14,7 @@ import {
   readTensor,
   writeSafetensors,
 } from '../engine/model/safetensors.js';
-import { FactLensError } from '../engine/errors.js';
+import { assertFails } from './helpers/errors.js';
 
 const GPT2 = '/work/shared/archs/gpt2/model.safetensors';
 const TINYWORLD = '/work/shared/tinyworld/model/model.safetensors';
@@ -35,21 +35,6 @@ function rawSafetensors(label: string, header: unknown, body: Uint8Array = new U
   const file = tmpFile(label);
   fs.writeFileSync(file, Buffer.concat([len, json, body]));
   return file;
-}
-
-/** Asserts `fn` throws a FactLensError with `code` whose message mentions every string in `mentions`. */
-function assertFails(fn: () => unknown, code: string, mentions: string[], data: Record<string, unknown> = {}): FactLensError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof FactLensError, `expected FactLensError ${code}, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  for (const m of mentions) assert.ok(caught.message.includes(m), `message should mention ${m}: ${caught.message}`);
-  for (const [k, v] of Object.entries(data)) assert.deepEqual(caught.data[k], v, `data.${k}`);
-  return caught;
 }
 
 /** Reference half decoding straight from the IEEE 754 definition. */

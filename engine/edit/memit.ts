@@ -26,7 +26,7 @@ import { padBatch } from '../runtime/batch.js';
 import { interventionHook } from '../runtime/interventions.js';
 import { site } from '../runtime/sites.js';
 import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
-import { Job, type JobControl } from '../util/jobs.js';
+import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { applyEdit, revertEdit } from './apply.js';
 import * as path from 'node:path';
 import { cacheRoot, modelContentHash, readJsonCache, writeAtomic } from './hash.js';
@@ -209,12 +209,7 @@ export async function memitEditParts(
     throw new FactLensError('INVALID_ARGUMENT', 'the requests of one MEMIT batch must ask for the same layers', { field: 'layers' });
   }
   const job = new Job(control, 'MEMIT edit');
-  const sub = (lo: number, hi: number): JobControl => ({
-    get cancelled() {
-      return control.cancelled;
-    },
-    onProgress: control.onProgress ? (fr, msg) => control.onProgress!(lo + (hi - lo) * fr, msg) : undefined,
-  });
+  const sub = (lo: number, hi: number): JobControl => subControl(control, lo, hi);
   const { dMlp: f, dModel: d } = model.config;
 
   const base = await memitHparams(model, { layers: asked ?? opts.hparams?.layers, facts: opts.facts }, sub(0, 0.03));

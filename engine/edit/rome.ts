@@ -36,7 +36,7 @@ import { padBatch, type PaddedBatch } from '../runtime/batch.js';
 import { interventionHook } from '../runtime/interventions.js';
 import { site, type Hook } from '../runtime/sites.js';
 import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
-import { Job, type JobControl } from '../util/jobs.js';
+import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { modelContentHash } from './hash.js';
 import { checkLayer, romeHparams, type RomeHparams } from './hparams.js';
@@ -561,12 +561,7 @@ export async function romeEditParts(
   const layerAsked = request.layers?.[0] ?? opts.hparams?.layer;
   if (layerAsked !== undefined) checkLayer(model.config, layerAsked);
   const job = new Job(control, 'ROME edit');
-  const sub = (lo: number, hi: number): JobControl => ({
-    get cancelled() {
-      return control.cancelled;
-    },
-    onProgress: control.onProgress ? (fr, msg) => control.onProgress!(lo + (hi - lo) * fr, msg) : undefined,
-  });
+  const sub = (lo: number, hi: number): JobControl => subControl(control, lo, hi);
 
   const base = await romeHparams(model, { layer: layerAsked, facts: opts.facts }, sub(0, 0.05));
   const hp: RomeHparams = { ...base, ...opts.hparams, layer: base.layer, layerSource: base.layerSource };

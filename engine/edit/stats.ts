@@ -160,16 +160,21 @@ function statsFile(modelHash: string, layer: number, corpusHash: string, documen
   return path.join(cacheRoot(), 'stats', shortHash(modelHash), `L${layer}-${shortHash(corpusHash)}-n${documents}.mom2`);
 }
 
-function writeStatsFile(file: string, header: Header, sum: Float64Array): void {
+/**
+ * Cache files are `magic | u32 header length | JSON header (space-padded to 8 bytes) | float64
+ * body`: the header says what the numbers are, so a stale or foreign file is recognised and
+ * recomputed instead of trusted.
+ */
+function writeFloat64File(file: string, magic: Buffer, header: object, body: Float64Array): void {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const pad = (8 - ((magic.length + 4 + json.length) % 8)) % 8;
   const len = Buffer.alloc(4);
-  const pad = (8 - ((MAGIC.length + 4 + json.length) % 8)) % 8;
   len.writeUInt32LE(json.length + pad);
-  const padded = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  writeAtomic(file, [MAGIC, len, padded, new Uint8Array(sum.buffer, sum.byteOffset, sum.byteLength)]);
+  writeAtomic(file, [magic, len, Buffer.concat([json, Buffer.alloc(pad, 0x20)]), new Uint8Array(body.buffer, body.byteOffset, body.byteLength)]);
 }
 
-function readStatsFile(file: string, expectF: number): { header: Header; sum: Float64Array } | null {
+/** The header and body of such a file, or null when missing, foreign or not `accept`ed (`accept` gets the body length in values). */
+function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, values: number) => boolean): { header: H; body: Float64Array } | null {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);
@@ -177,18 +182,27 @@ function readStatsFile(file: string, expectF: number): { header: Header; sum: Fl
     return null;
   }
   try {
-    if (!buf.subarray(0, MAGIC.length).equals(MAGIC)) return null;
-    const hlen = buf.readUInt32LE(MAGIC.length);
-    const start = MAGIC.length + 4;
-    const header = JSON.parse(buf.subarray(start, start + hlen).toString('utf8')) as Header;
+    if (!buf.subarray(0, magic.length).equals(magic)) return null;
+    const hlen = buf.readUInt32LE(magic.length);
+    const start = magic.length + 4;
+    const header = JSON.parse(buf.subarray(start, start + hlen).toString('utf8')) as H;
     const off = start + hlen;
-    if (header.format !== FORMAT || header.f !== expectF || buf.length !== off + expectF * expectF * 8) return null;
-    const sum = new Float64Array(expectF * expectF);
-    new Uint8Array(sum.buffer).set(buf.subarray(off));
-    return { header, sum };
+    if ((buf.length - off) % 8 !== 0 || !accept(header, (buf.length - off) / 8)) return null;
+    const body = new Float64Array((buf.length - off) / 8);
+    new Uint8Array(body.buffer).set(buf.subarray(off));
+    return { header, body };
   } catch {
     return null;
   }
+}
+
+function writeStatsFile(file: string, header: Header, sum: Float64Array): void {
+  writeFloat64File(file, MAGIC, header, sum);
+}
+
+function readStatsFile(file: string, expectF: number): { header: Header; sum: Float64Array } | null {
+  const r = readFloat64File<Header>(file, MAGIC, (h, values) => h.format === FORMAT && h.f === expectF && values === expectF * expectF);
+  return r && { header: r.header, sum: r.body };
 }
 
 /**
@@ -402,37 +416,17 @@ function writeFactor(file: string, ch: Cholesky, count: number): void {
     packed.set(ch.l.subarray(i * n, i * n + i + 1), p);
     p += i + 1;
   }
-  const json = Buffer.from(JSON.stringify({ format: 'factlens-chol-v1', n, count, jitter: ch.jitter }), 'utf8');
-  const pad = (8 - ((CHOL_MAGIC.length + 4 + json.length) % 8)) % 8;
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(json.length + pad);
-  writeAtomic(file, [CHOL_MAGIC, len, Buffer.concat([json, Buffer.alloc(pad, 0x20)]), new Uint8Array(packed.buffer)]);
+  writeFloat64File(file, CHOL_MAGIC, { format: 'factlens-chol-v1', n, count, jitter: ch.jitter }, packed);
 }
 
 function readFactor(file: string, n: number, count: number): Cholesky | null {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch {
-    return null;
+  type H = { format: string; n: number; count: number; jitter: number };
+  const r = readFloat64File<H>(file, CHOL_MAGIC, (h, values) => h.format === 'factlens-chol-v1' && h.n === n && h.count === count && values === (n * (n + 1)) / 2);
+  if (!r) return null;
+  const l = new Float64Array(n * n);
+  for (let i = 0, p = 0; i < n; i++) {
+    l.set(r.body.subarray(p, p + i + 1), i * n);
+    p += i + 1;
   }
-  try {
-    if (!buf.subarray(0, CHOL_MAGIC.length).equals(CHOL_MAGIC)) return null;
-    const hlen = buf.readUInt32LE(CHOL_MAGIC.length);
-    const start = CHOL_MAGIC.length + 4;
-    const h = JSON.parse(buf.subarray(start, start + hlen).toString('utf8')) as { format: string; n: number; count: number; jitter: number };
-    const off = start + hlen;
-    const m = (n * (n + 1)) / 2;
-    if (h.format !== 'factlens-chol-v1' || h.n !== n || h.count !== count || buf.length !== off + m * 8) return null;
-    const packed = new Float64Array(m);
-    new Uint8Array(packed.buffer).set(buf.subarray(off));
-    const l = new Float64Array(n * n);
-    for (let i = 0, p = 0; i < n; i++) {
-      l.set(packed.subarray(p, p + i + 1), i * n);
-      p += i + 1;
-    }
-    return { n, l, jitter: h.jitter };
-  } catch {
-    return null;
-  }
+  return { n, l, jitter: r.header.jitter };
 }

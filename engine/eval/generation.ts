@@ -2,12 +2,11 @@
  * Seeded top-k sampling for the generation metrics (rome-spec §3.4: one continuation per
  * generation prompt, `totalLength` tokens including the prompt, top-k 5).
  *
- * Same sampling rule, RNG stream and KV-cached forward as runtime/generate.ts (left-padded
- * rows, one token per row per step, rows consume the RNG in order), so for the same seed it
- * produces the same tokens; the difference is speed: the k largest logits are found on the
- * backend (tf.topk) and only [rows, k] values are read back, instead of reading all V logits
- * and sorting 50,257 ids in JavaScript per row and step (≈25 ms each for GPT-2's vocabulary,
- * which made generate() take ~24 s for three 100-token texts on tinyworld).
+ * Same sampling rule (runtime/generate.ts pickTopK over tf.topk), RNG stream and KV-cached
+ * forward as runtime/generate.ts (left-padded rows, one token per row per step, rows consume
+ * the RNG in order), so for the same seed it produces the same tokens; what differs is the
+ * length rule: each row stops at `totalLength` tokens including its own prompt, and rows
+ * that would pass the context are sampled in groups.
  *
  * Texts are decoded as the reference's generate_fast does: special tokens skipped, NFKD,
  * "\n\n" → " ", and any literal "<|endoftext|>" removed. The reference does not stop at
@@ -18,6 +17,7 @@ import type { LoadedModel } from '../model/load.js';
 import type { DecoderModel, KV } from '../runtime/decoder-forward.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch, type PaddedBatch } from '../runtime/batch.js';
+import { pickTopK } from '../runtime/generate.js';
 import { Rng } from '../util/rng.js';
 import { scoped } from '../util/scope.js';
 
@@ -26,19 +26,6 @@ export interface SampleOptions {
   totalLength: number;
   topK?: number;
   seed?: number;
-}
-
-/** Softmax sampling among the top-k (values sorted descending), as runtime/generate.ts's pick. */
-function pickTopK(values: Float32Array, ids: Int32Array, rng: Rng): number {
-  const max = values[0];
-  const w = Array.from(values, (v) => Math.exp(v - max));
-  const total = w.reduce((a, x) => a + x, 0);
-  let u = rng.uniform() * total;
-  for (let j = 0; j < w.length; j++) {
-    u -= w[j];
-    if (u <= 0) return ids[j];
-  }
-  return ids[ids.length - 1];
 }
 
 /**

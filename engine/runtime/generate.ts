@@ -25,25 +25,27 @@ export interface GenerateOptions {
   signal?: { cancelled: boolean };
 }
 
-function pick(logits: Float32Array, strategy: 'greedy' | 'top-k', k: number, rng: Rng): number {
-  if (strategy === 'greedy') {
-    let best = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-    return best;
-  }
-  // Top-k: keep the k largest logits (ties broken by lower id), sample from their softmax.
-  const idx = Array.from({ length: logits.length }, (_, i) => i);
-  idx.sort((a, b) => logits[b] - logits[a] || a - b);
-  const top = idx.slice(0, Math.max(1, k));
-  const max = logits[top[0]];
-  const w = top.map((i) => Math.exp(logits[i] - max));
+function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/**
+ * Top-k sampling from the k largest logits (values sorted descending, their ids beside): a
+ * softmax over them, one uniform draw. The k largest are found on the backend (tf.topk) so
+ * only [rows, k] values are read back, not all V logits sorted in JavaScript per row and step.
+ */
+export function pickTopK(values: ArrayLike<number>, ids: ArrayLike<number>, rng: Rng): number {
+  const max = values[0];
+  const w = Array.from(values, (v) => Math.exp(v - max));
   const total = w.reduce((a, x) => a + x, 0);
   let u = rng.uniform() * total;
-  for (let j = 0; j < top.length; j++) {
+  for (let j = 0; j < w.length; j++) {
     u -= w[j];
-    if (u <= 0) return top[j];
+    if (u <= 0) return ids[j];
   }
-  return top[top.length - 1];
+  return ids[ids.length - 1];
 }
 
 /** Returns the generated ids of each row (prompts not included). */
@@ -58,9 +60,17 @@ export function generate(m: DecoderModel, prompts: number[][], opts: GenerateOpt
   if (steps <= 0) return out;
 
   const nextTokens = (logits: tf.Tensor2D): number[] => {
-    const data = logits.dataSync() as Float32Array;
     const v = logits.shape[1];
-    return prompts.map((_, r) => pick(data.subarray(r * v, (r + 1) * v), strategy, k, rng));
+    if (strategy === 'greedy') {
+      const data = logits.dataSync() as Float32Array;
+      return prompts.map((_, r) => argmax(data.subarray(r * v, (r + 1) * v)));
+    }
+    const kk = Math.max(1, Math.min(k, v));
+    const top = tf.topk(logits, kk, true);
+    const vals = top.values.dataSync() as Float32Array;
+    const idx = top.indices.dataSync() as Int32Array;
+    tf.dispose([top.values, top.indices]);
+    return prompts.map((_, r) => pickTopK(vals.subarray(r * kk, (r + 1) * kk), idx.subarray(r * kk, (r + 1) * kk), rng));
   };
   const record = (toks: number[]) =>
     toks.map((tok, r) => {

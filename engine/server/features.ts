@@ -12,7 +12,7 @@ import { wireMethod } from '../eval/methods.js';
 import type { LoadedModel } from '../model/load.js';
 import type { EditRecord, EditRequest } from '../edit/types.js';
 import { applyEdit, computeEdit, layerStats, listEdits, revertEdit, romeHparams } from '../edit/index.js';
-import type { JobControl } from '../util/jobs.js';
+import { subControl, type JobControl } from '../util/jobs.js';
 import type {
   EditComputeOptions,
   EvalRunParams,
@@ -41,16 +41,6 @@ export interface Features {
   edit: EditFeature | null;
   stats: StatsFeature | null;
   eval: EvalFeature | null;
-}
-
-/** A JobControl reporting progress into [lo, hi) of the parent's, sharing its cancellation. */
-function subControl(control: JobControl, lo: number, hi: number, what: string): JobControl {
-  return {
-    get cancelled() {
-      return control.cancelled;
-    },
-    onProgress: control.onProgress ? (f, m) => control.onProgress!(lo + (hi - lo) * f, `${what}: ${m}`) : undefined,
-  };
 }
 
 export const FEATURES: Features = {

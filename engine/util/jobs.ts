@@ -33,3 +33,18 @@ export class Job {
     }
   }
 }
+
+/**
+ * A JobControl for one phase of a job: its progress maps into [lo, hi] of the parent's (with
+ * an optional message prefix), and it shares the parent's cancellation flag.
+ */
+export function subControl(control: JobControl, lo: number, hi: number, prefix?: string): JobControl {
+  return {
+    get cancelled() {
+      return control.cancelled;
+    },
+    onProgress: control.onProgress
+      ? (f, msg) => control.onProgress!(lo + (hi - lo) * f, prefix ? `${prefix}: ${msg}` : msg)
+      : undefined,
+  };
+}

@@ -20,3 +20,13 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function relDiff(a: number, b: number): number {
   return Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 }
+
+/** One case of an architecture's (or tinyworld's) golden forward: ids and what transformers computed. */
+export interface GoldenForwardCase {
+  ids: number[];
+  top10_ids: number[];
+  top10_logprobs: number[];
+  last_logits_first8: number[];
+  hidden_last_token_norms: number[];
+  hidden_last_token_first8: number[][];
+}

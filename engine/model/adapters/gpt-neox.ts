@@ -12,7 +12,7 @@ import type { HostTensor } from '../types.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights, LinearWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
 import { configNumber, readChecked, toTensor1D, toTensor2D, transposeHost } from './read.js';
-import { activationOf, checkRotaryDims, eosOf, exporter, hostOfTensor, linearFromTorch, prefixOf, ropeConfig } from './llama.js';
+import { activationOf, checkRotaryDims, eosOf, exporter, hostOfTensor, linearFromTorch, prefixOf, ropeConfig, torchReaders } from './torch-layout.js';
 
 /**
  * Reorders the rows of a fused QKV matrix (or vector, as [n, 1]) between NeoX's per-head
@@ -78,12 +78,7 @@ export const gptNeoxAdapter: ArchitectureAdapter = {
   loadWeights(ckpt, cfg): DecoderWeights {
     const p = prefixOf(ckpt, 'embed_in.weight', ['gpt_neox.', ''], 'GPT-NeoX');
     const { dModel: d, dMlp: f, nHead: h, headDim: dh } = cfg;
-    const hostMat = (name: string, r: number, c: number) => readChecked(ckpt, name, [r, c]);
-    const hostVec = (name: string, n: number) => readChecked(ckpt, name, [n]);
-    const optVec = (name: string, n: number) => (ckpt.has(name) ? hostVec(name, n) : undefined);
-    const vec = (name: string, n: number) => toTensor1D(hostVec(name, n));
-    const torchLinear = (name: string, out: number, inp: number) =>
-      linearFromTorch(hostMat(`${name}.weight`, out, inp), optVec(`${name}.bias`, out));
+    const { hostMat, optVec, vec, torchLinear } = torchReaders(ckpt);
     const wte = toTensor2D(hostMat(`${p}embed_in.weight`, cfg.vocabSize, d));
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < cfg.nLayer; l++) {

@@ -20,7 +20,8 @@ import {
   ropeConfig,
   splitRows,
   stackRows,
-} from './llama.js';
+  torchReaders,
+} from './torch-layout.js';
 
 export const gptjAdapter: ArchitectureAdapter = {
   modelTypes: ['gptj'],
@@ -64,12 +65,7 @@ export const gptjAdapter: ArchitectureAdapter = {
   loadWeights(ckpt, cfg): DecoderWeights {
     const p = prefixOf(ckpt, 'wte.weight', ['transformer.', ''], 'GPT-J');
     const { dModel: d, dMlp: f } = cfg;
-    const hostMat = (name: string, r: number, c: number) => readChecked(ckpt, name, [r, c]);
-    const hostVec = (name: string, n: number) => readChecked(ckpt, name, [n]);
-    const optVec = (name: string, n: number) => (ckpt.has(name) ? hostVec(name, n) : undefined);
-    const vec = (name: string, n: number) => toTensor1D(hostVec(name, n));
-    const torchLinear = (name: string, out: number, inp: number) =>
-      linearFromTorch(hostMat(`${name}.weight`, out, inp), optVec(`${name}.bias`, out));
+    const { hostMat, optVec, vec, torchLinear } = torchReaders(ckpt);
     const wte = toTensor2D(hostMat(`${p}wte.weight`, cfg.vocabSize, d));
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < cfg.nLayer; l++) {
