@@ -16,7 +16,7 @@
 import { NotificationType, RequestType } from 'vscode-jsonrpc';
 import type { ErrorCode, ErrorData } from './errors.js';
 import type { EditRecord, EditRequest } from './edit/types.js';
-import type { RomeHparams, RomeOptions } from './edit/index.js';
+import type { MemitHparams, RomeHparams, RomeOptions } from './edit/index.js';
 import type { LayerStats, StatsOptions } from './edit/stats.js';
 import type { Prediction } from './predict.js';
 import type { BackendName, BackendStatus } from './runtime/backend.js';
@@ -251,7 +251,7 @@ export const TraceAverage = new RequestType<TraceAverageParams, AverageResult, E
 /** Options of the edit computation (ROME's; other methods read what applies to them). */
 export interface EditComputeOptions extends Pick<RomeOptions, 'statsSamples' | 'statsNpz' | 'templateSeed' | 'facts'> {
   /** Overrides of the method's hyperparameters (the layer comes from request.layers). */
-  hparams?: Partial<Omit<RomeHparams, 'layer' | 'layerSource' | 'contextTemplateLengths'>>;
+  hparams?: Partial<Omit<RomeHparams, 'layer' | 'layerSource' | 'contextTemplateLengths'> & Pick<MemitHparams, 'mom2UpdateWeight'>>;
 }
 
 /**

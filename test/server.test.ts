@@ -199,6 +199,23 @@ describe('engine over stdio: round trips', () => {
     assert.deepEqual(await client.request(EditList, {}), []);
   });
 
+  test('edit/apply with method memit; a batch record (with its requests) re-applies over the protocol', async () => {
+    if (client.info!.capabilities.unavailable['edit/apply']) return;
+    const rec = await client.request(EditApply, {
+      request: { prompt: 'The capital of {} is', subject: 'France', target: 'Rome', method: 'memit', layers: [2, 3] },
+      options: { statsSamples: 200 },
+    });
+    assert.equal(rec.method, 'memit');
+    assert.deepEqual(rec.layers, [2, 3]);
+    assert.deepEqual(rec.deltas.map((d) => [d.kind, d.layer]), [['dense', 2], ['dense', 3]]);
+    await client.request(EditRevert, { id: rec.id });
+    // A MEMIT batch record lists every request it carries; the journal re-applies such records.
+    const batch = { ...rec, id: `${rec.id}-batch`, requests: [rec.request, { ...rec.request, subject: 'Germany' }] };
+    assert.equal((await client.request(EditApply, { record: batch })).id, batch.id);
+    assert.deepEqual((await client.request(EditList, {})).map((r) => r.requests?.length), [2]);
+    await client.request(EditRevert, { id: batch.id });
+  });
+
   test('stats/compute (or NOT_AVAILABLE where statistics are not in this build)', async () => {
     if (client.info!.capabilities.unavailable['stats/compute']) {
       await rejects(client.request(StatsCompute, { layers: [1] }), 'NOT_AVAILABLE');

@@ -193,6 +193,8 @@ const SCHEMAS = {
         klFactor: v.opt(v.num({ min: 0 })),
         mom2Adjustment: v.opt(v.bool()),
         mom2NSamples: v.opt(v.int({ min: 1 })),
+        /** MEMIT's λ. */
+        mom2UpdateWeight: v.opt(v.num({ min: 0 })),
       }),
     ),
   }),
@@ -233,6 +235,7 @@ const deltaCheck: v.Check<EditRecord['deltas'][number]> = (value, p) => {
 const recordCheck = v.obj({
   id: v.str({ min: 1, max: 200 }),
   request: SCHEMAS.editRequest,
+  requests: v.opt(v.arr(SCHEMAS.editRequest, { max: 100_000 })),
   method: v.oneOf('rome' as const, 'memit' as const, 'ft' as const, 'ft-l' as const),
   layers: v.arr(v.int({ min: 0 }), { max: 1000 }),
   deltas: v.arr(deltaCheck, { min: 1, max: 1000 }),
