@@ -34,7 +34,7 @@ import { Job, type JobControl } from '../util/jobs.js';
 import { generateTexts } from './generation.js';
 import { generationEntropy } from './ngram.js';
 import { scoreItems, type ScoreItem } from './nll.js';
-import { runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
+import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
 
 export type { SkippedRecord } from './loop.js';
 
@@ -424,14 +424,7 @@ export async function evaluateCounterFact(
     restore_checks: loop.restoreChecks,
   };
   if (opts.perRecord) {
-    result.per_record = loop.items.map((it) => ({
-      index: it.case.index,
-      ...(it.case.caseId !== undefined ? { case_id: it.case.caseId } : {}),
-      edit_seconds: it.editSeconds,
-      ...(it.edits.length ? { edit_info: it.edits.map((e) => e.info) } : {}),
-      pre: it.pre,
-      post: it.post,
-    }));
+    result.per_record = perRecordRows(loop);
   }
   return result;
 }

@@ -66,6 +66,26 @@ export interface LoopResult<C, M> {
   restoreChecks: number;
 }
 
+/**
+ * The per-record rows of a loop's result (for --per-record files). A batch's record (MEMIT)
+ * serves every case of its chunk; its info is listed once, on the first of them.
+ */
+export function perRecordRows<C extends EvalCase, M>(loop: LoopResult<C, M>) {
+  const seen = new Set<string>();
+  return loop.items.map((it) => {
+    const fresh = it.edits.filter((e) => !seen.has(e.id));
+    fresh.forEach((e) => seen.add(e.id));
+    return {
+      index: it.case.index,
+      ...(it.case.caseId !== undefined ? { case_id: it.case.caseId } : {}),
+      edit_seconds: it.editSeconds,
+      ...(fresh.length ? { edit_info: fresh.map((e) => e.info) } : {}),
+      pre: it.pre,
+      post: it.post,
+    };
+  });
+}
+
 interface Snapshot {
   w: Uint8Array;
   b?: Uint8Array;

@@ -22,7 +22,7 @@ import type { EditRequest } from '../edit/types.js';
 import { Job, type JobControl } from '../util/jobs.js';
 import { Rng } from '../util/rng.js';
 import { nextTokenArgmax } from './nll.js';
-import { runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
+import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
 
 export interface ZsreRecord {
   subject: string;
@@ -162,13 +162,7 @@ export async function evaluateZsre(model: LoadedModel, records: unknown[], opts:
     restore_checks: loop.restoreChecks,
   };
   if (opts.perRecord) {
-    result.per_record = loop.items.map((it) => ({
-      index: it.case.index,
-      ...(it.case.caseId !== undefined ? { case_id: it.case.caseId } : {}),
-      edit_seconds: it.editSeconds,
-      pre: it.pre,
-      post: it.post,
-    }));
+    result.per_record = perRecordRows(loop);
   }
   return result;
 }
