@@ -111,6 +111,14 @@ describe('MEMIT', () => {
     const rec = parts.record;
     assert.equal(rec.method, 'memit');
     assert.deepEqual(rec.layers, [layer]);
+    // "{}" then one text per start word, ≤ 10 tokens, braces removed, ". {}" appended.
+    assert.equal(parts.templates.length, 6);
+    assert.equal(parts.templates[0], '{}');
+    ['The', 'Therefore', 'Because', 'I', 'You'].forEach((w, i) => {
+      const t = parts.templates[i + 1];
+      assert.ok(t.startsWith(w) && t.endsWith('. {}') && t.split('{}').length === 2, JSON.stringify(t));
+      assert.ok(m.tokenizer.encode(t.slice(0, -4)).length <= 10, JSON.stringify(t));
+    });
     assert.equal(rec.deltas.length, 1);
     const dl = rec.deltas[0];
     assert.equal(dl.kind, 'dense');

@@ -26,11 +26,25 @@ interface EditWiring<C extends EvalCase & { request: EditRequest }> {
 /** The edit functions for a method (throws when the method is not available yet). */
 export function wireMethod<C extends EvalCase & { request: EditRequest }>(
   method: EvalMethod,
-  p: { layers?: number[]; epsilon?: number; batch: number; control: JobControl; model?: LoadedModel; statsSamples?: number },
+  p: {
+    layers?: number[];
+    epsilon?: number;
+    batch: number;
+    control: JobControl;
+    model?: LoadedModel;
+    statsSamples?: number;
+    /** ROME's formula (rome-spec §2.8). */
+    formula?: EditRequest['formula'];
+  },
 ): EditWiring<C> {
   const layers = p.layers;
   const editOpts = p.statsSamples !== undefined ? { statsSamples: p.statsSamples } : {};
-  const req = (c: C, m: EditRequest['method']): EditRequest => ({ ...c.request, method: m, ...(layers ? { layers } : {}) });
+  const req = (c: C, m: EditRequest['method']): EditRequest => ({
+    ...c.request,
+    method: m,
+    ...(layers ? { layers } : {}),
+    ...(m === 'rome' && p.formula ? { formula: p.formula } : {}),
+  });
   switch (method) {
     case 'none':
       return { opts: {}, label: 'unedited model' };
@@ -57,7 +71,10 @@ export function wireMethod<C extends EvalCase & { request: EditRequest }>(
             `(available: ${available.join(', ') || 'none'})`,
         );
       }
-      return { opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control, editOpts) }, label: method.toUpperCase() };
+      return {
+        opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control, editOpts) },
+        label: method === 'rome' ? `ROME (${p.formula ?? 'consistent'} formula)` : method.toUpperCase(),
+      };
     }
   }
 }

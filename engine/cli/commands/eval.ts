@@ -27,7 +27,7 @@ import type { CommandIO } from '../types.js';
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
 export const usage =
-  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--per-record FILE] [--model DIR] [--json]';
+  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula consistent|reference] [--per-record FILE] [--model DIR] [--json]';
 export const description =
   'For each record: metrics on the unedited model, compute and apply the edit, metrics again, restore\n' +
   '(verified bit-identical). With --batch N, N records are edited together (ROME/FT sequentially, MEMIT\n' +
@@ -47,6 +47,7 @@ export const options: OptionsSpec = {
   batch: { type: 'string', valueName: 'N', description: 'records edited together before measuring', default: '1' },
   layer: { type: 'string', valueName: 'L', description: 'edit layer, or layers for MEMIT (1,2,3) (default: the method\'s layers for the model)' },
   'stats-samples': { type: 'string', valueName: 'N', description: 'documents for ROME/MEMIT statistics [default: all, at most 100000]' },
+  formula: { type: 'string', valueName: 'F', description: 'ROME\'s update formula', choices: ['consistent', 'reference'], default: 'consistent' },
   'gen-every': { type: 'string', valueName: 'N', description: 'GE on every N-th record (0: skip the generation test)', default: '1' },
   epsilon: { type: 'string', valueName: 'E', description: `FT+L L∞ radius [default: the reference model's, else ${DEFAULT_EPSILON}]` },
   seed: { type: 'string', valueName: 'S', description: 'generation sampling seed', default: '0' },
@@ -172,7 +173,9 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
         if (Date.now() - lastLine > 3000) log(`      ${msg}`);
       },
     };
-    const wiring = wireMethod(method, { layers, epsilon, batch, control: editControl, model, statsSamples });
+    const formula = args.values.formula as 'consistent' | 'reference' | undefined;
+    if (formula === 'reference' && method !== 'rome') throw new UsageError('--formula applies to --method rome only', name);
+    const wiring = wireMethod(method, { layers, epsilon, batch, control: editControl, model, statsSamples, formula });
     const control: JobControl = { onProgress: (f, msg) => log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`) };
     const head = (n: number, skipped: number, s: number) =>
       `${kind === 'counterfact' ? 'CounterFact' : 'zsRE'} · ${path.basename(file)} · ${model.name} · ${wiring.label}` +
