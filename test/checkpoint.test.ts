@@ -5,7 +5,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkpointBytesAsFloat32, openCheckpoint } from '../engine/model/checkpoint.js';
 import { readSafetensorsHeader, writeSafetensors } from '../engine/model/safetensors.js';
-import { FactLensError } from '../engine/errors.js';
 import { assertFails } from './helpers/errors.js';
 
 const ARCHS = '/work/shared/archs';

@@ -31,7 +31,6 @@ import {
   type EditRequest,
 } from '../engine/edit/index.js';
 import { choleskySolve, dot } from '../engine/edit/linalg.js';
-import { FactLensError } from '../engine/errors.js';
 import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';

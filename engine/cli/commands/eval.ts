@@ -10,15 +10,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { disposeModel, type LoadedModel } from '../../model/load.js';
-import * as edit from '../../edit/index.js';
+import { disposeModel } from '../../model/load.js';
 import { DEFAULT_EPSILON } from '../../edit/ft.js';
 import { METHODS, wireMethod, type EvalMethod } from '../../eval/methods.js';
-import type { EditRecord, EditRequest } from '../../edit/types.js';
 import { FactLensError } from '../../errors.js';
 import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../../eval/counterfact.js';
 import { evaluateZsre, type ZsreCase, type ZsreResult } from '../../eval/zsre.js';
-import type { EditLoopOptions, EvalCase } from '../../eval/loop.js';
+import type { EditLoopOptions } from '../../eval/loop.js';
 import type { JobControl } from '../../util/jobs.js';
 import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';

@@ -11,8 +11,8 @@ import { FactLensError } from '../../errors.js';
 import type { HostTensor } from '../types.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights, LinearWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
-import { configNumber, readChecked, toTensor1D, toTensor2D, transposeHost } from './read.js';
-import { activationOf, checkRotaryDims, eosOf, exporter, hostOfTensor, linearFromTorch, prefixOf, ropeConfig, torchReaders } from './torch-layout.js';
+import { configNumber, toTensor1D, toTensor2D, transposeHost } from './read.js';
+import { activationOf, checkRotaryDims, eosOf, exporter, hostOfTensor, prefixOf, ropeConfig, torchReaders } from './torch-layout.js';
 
 /**
  * Reorders the rows of a fused QKV matrix (or vector, as [n, 1]) between NeoX's per-head

@@ -8,14 +8,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
-import { configNumber, readChecked, toTensor1D, toTensor2D, transposeHost } from './read.js';
+import { configNumber, toTensor2D, transposeHost } from './read.js';
 import {
   activationOf,
   checkRotaryDims,
   eosOf,
   exporter,
   hostOfTensor,
-  linearFromTorch,
   prefixOf,
   ropeConfig,
   splitRows,
@@ -65,7 +64,7 @@ export const gptjAdapter: ArchitectureAdapter = {
   loadWeights(ckpt, cfg): DecoderWeights {
     const p = prefixOf(ckpt, 'wte.weight', ['transformer.', ''], 'GPT-J');
     const { dModel: d, dMlp: f } = cfg;
-    const { hostMat, optVec, vec, torchLinear } = torchReaders(ckpt);
+    const { hostMat, vec, torchLinear } = torchReaders(ckpt);
     const wte = toTensor2D(hostMat(`${p}wte.weight`, cfg.vocabSize, d));
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < cfg.nLayer; l++) {

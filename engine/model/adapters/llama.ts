@@ -8,8 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
-import type { Checkpoint, HostTensor } from '../types.js';
-import type { Activation, BlockWeights, DecoderConfig, DecoderWeights, LinearWeights } from '../decoder.js';
+import type { BlockWeights, DecoderConfig, DecoderWeights, LinearWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
 import { configNumber, toTensor1D, toTensor2D, transposeHost } from './read.js';
 import { activationOf, checkRotaryDims, concatVec, eosOf, exporter, hostOfTensor, prefixOf, ropeConfig, splitRows, stackRows, torchReaders } from './torch-layout.js';

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
 import type { Checkpoint, HostTensor } from '../types.js';
 import type { Activation, LinearWeights } from '../decoder.js';
-import { configNumber, readChecked, toTensor1D, toTensor2D, transposeHost } from './read.js';
+import { readChecked, toTensor1D, toTensor2D, transposeHost } from './read.js';
 
 
 export type Exported = Array<{ name: string; shape: number[]; data: Float32Array }>;
