@@ -85,11 +85,16 @@ export function intOption(value: unknown, name: string, fallback: number, comman
   return Number(s);
 }
 
-/** A layer list: "3" or "1,2,3" (MEMIT edits several layers). */
-export function layerListOption(value: unknown, name: string, command?: string): number[] | undefined {
+/** A layer list: "3" or "1,2,3"; several layers only for MEMIT, the one method that edits several. */
+export function layerListOption(value: unknown, name: string, method: unknown, command?: string): number[] | undefined {
   if (value === undefined) return undefined;
-  const parts = String(value).split(',').map((x) => x.trim());
-  return parts.map((p) => intOption(p, name, 0, command, 0));
+  const layers = String(value)
+    .split(',')
+    .map((x) => intOption(x.trim(), name, 0, command, 0));
+  if (layers.length > 1 && method !== 'memit') {
+    throw new UsageError(`--${name} takes one layer for ${method}; several are for --method memit`, command);
+  }
+  return layers;
 }
 
 /** Help lines for an options table, aligned. */

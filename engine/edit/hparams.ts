@@ -88,8 +88,13 @@ export const REFERENCE_MODELS: Reference[] = [
   { name: 'gpt-neox-20b', modelType: 'gpt_neox', nLayer: 44, dModel: 6144, layer: 15, clampNormFactor: 4 },
 ];
 
+/** The entry of `list` for the model's shape (type, depth, width), or null. */
+export function findReference<R extends Pick<Reference, 'modelType' | 'nLayer' | 'dModel'>>(list: readonly R[], cfg: DecoderConfig): R | null {
+  return list.find((r) => r.modelType === cfg.modelType && r.nLayer === cfg.nLayer && r.dModel === cfg.dModel) ?? null;
+}
+
 export function referenceModel(cfg: DecoderConfig): Reference | null {
-  return REFERENCE_MODELS.find((r) => r.modelType === cfg.modelType && r.nLayer === cfg.nLayer && r.dModel === cfg.dModel) ?? null;
+  return findReference(REFERENCE_MODELS, cfg);
 }
 
 export function checkLayer(cfg: DecoderConfig, layer: number, field = 'layer'): void {

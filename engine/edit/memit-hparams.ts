@@ -16,7 +16,7 @@
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import type { JobControl } from '../util/jobs.js';
-import { checkLayer, chooseLayer, ROME_DEFAULTS, type LayerChoiceOptions, type RomeHparams } from './hparams.js';
+import { checkLayer, chooseLayer, findReference, ROME_DEFAULTS, type LayerChoiceOptions, type RomeHparams } from './hparams.js';
 
 export interface MemitHparams extends Omit<RomeHparams, 'layer' | 'layerSource'> {
   layers: number[];
@@ -70,7 +70,7 @@ export async function memitHparams(
   control: JobControl = {},
 ): Promise<MemitHparams> {
   const cfg = model.config;
-  const ref = MEMIT_REFERENCE_MODELS.find((r) => r.modelType === cfg.modelType && r.nLayer === cfg.nLayer && r.dModel === cfg.dModel);
+  const ref = findReference(MEMIT_REFERENCE_MODELS, cfg);
   const base: Omit<MemitHparams, 'layers' | 'layersSource'> = ref
     ? { ...MEMIT_DEFAULTS, mom2UpdateWeight: ref.mom2UpdateWeight, vNumGradSteps: ref.vNumGradSteps }
     : { ...MEMIT_DEFAULTS, mom2UpdateWeight: Math.max(1, Math.round(cfg.dMlp / 4)) };

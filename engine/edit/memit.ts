@@ -17,6 +17,7 @@
  * (rome-spec §5.4), spread over several layers instead of an exact equality at one.
  */
 import * as crypto from 'node:crypto';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
@@ -25,16 +26,12 @@ import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
 import { interventionHook } from '../runtime/interventions.js';
 import { site } from '../runtime/sites.js';
-import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
 import { Job, subControl, type JobControl } from '../util/jobs.js';
-import { applyEdit, revertEdit } from './apply.js';
-import * as path from 'node:path';
+import { applyEdit, listEdits, revertEdit } from './apply.js';
 import { cacheRoot, modelContentHash, readJsonCache, writeAtomic } from './hash.js';
-import { hasEdits } from './state.js';
-import { listEdits } from './apply.js';
 import { memitHparams, type MemitHparams } from './memit-hparams.js';
 import { cholesky, choleskySolve, norm } from './linalg.js';
-import { computeVStar, prepareRequest, type PreparedRequest, type RomeOptions } from './rome.js';
+import { checkLength, computeVStar, prepareRequest, templateRow, type PreparedRequest, type RomeOptions } from './rome.js';
 import { encodeF32 } from './state.js';
 import { layerStats, type LayerStats } from './stats.js';
 import { contextTemplates } from './templates.js';
@@ -57,11 +54,6 @@ export interface MemitOptions extends Pick<RomeOptions, 'templateSeed' | 'statsS
 /** Rows (template sentences) per key-reading forward: bounds activation memory for big batches. */
 const KEY_ROWS_PER_FORWARD = 256;
 
-function fill(template: string, prompt: string): string {
-  const at = template.indexOf('{}');
-  return template.slice(0, at) + prompt + template.slice(at + 2);
-}
-
 /** Every (request, template) sentence with its subject-last index. */
 interface KeyRow {
   ids: number[];
@@ -71,19 +63,8 @@ interface KeyRow {
 }
 
 function keyRows(model: LoadedModel, reqs: PreparedRequest[], templates: string[]): KeyRow[] {
-  const rows: KeyRow[] = [];
-  reqs.forEach((req, r) =>
-    templates.forEach((t, ti) => {
-      const s = subjectLastIndexInTemplate(model.tokenizer, fill(t, req.prompt), req.subject);
-      rows.push({ ids: s.ids, index: s.lastSubjectIndex, request: r, template: ti });
-    }),
-  );
-  const longest = Math.max(...rows.map((r) => r.ids.length));
-  if (longest > model.config.nCtx) {
-    throw new FactLensError('PROMPT_TOO_LONG', `an edit prompt is ${longest} tokens; ${model.name} reads at most ${model.config.nCtx}`, {
-      field: 'prompt',
-    });
-  }
+  const rows = reqs.flatMap((req, request) => templates.map((t, template) => ({ ...templateRow(model, t, req), request, template })));
+  checkLength(model, rows.map((r) => r.ids));
   return rows;
 }
 
@@ -250,21 +231,19 @@ export async function memitEditParts(
   const hInit: Float64Array[] = [];
   const zProb: number[] = [];
   const vHp = { ...hp, layer: top, layerSource: hp.layersSource };
+  // What every z of this batch depends on besides its request, serialised once.
+  const zContext = JSON.stringify({
+    model: modelContentHash(model),
+    edited: listEdits(model).map((e) => e.id),
+    templates,
+    top,
+    hp: [hp.vNumGradSteps, hp.vLr, hp.vWeightDecay, hp.clampNormFactor, hp.klFactor],
+  });
   const zKey = (r: PreparedRequest) =>
     crypto
       .createHash('sha256')
-      .update(
-        JSON.stringify({
-          model: modelContentHash(model),
-          edited: hasEdits(model) ? listEdits(model).map((e) => e.id) : [],
-          prompt: r.prompt,
-          subject: r.subject,
-          target: r.targetIds,
-          templates,
-          top,
-          hp: [hp.vNumGradSteps, hp.vLr, hp.vWeightDecay, hp.clampNormFactor, hp.klFactor],
-        }),
-      )
+      .update(zContext)
+      .update(JSON.stringify({ prompt: r.prompt, subject: r.subject, target: r.targetIds }))
       .digest('hex')
       .slice(0, 32);
   const useZCache = opts.cacheZ !== false;
@@ -307,6 +286,7 @@ export async function memitEditParts(
   const tLayers = performance.now();
   const rows = keyRows(model, reqs, templates);
   const deltas: DenseDelta[] = [];
+  const deltaNorms: number[] = [];
   const residualNorms: number[] = [];
   const layerKeys: Float64Array[][] = [];
   const layerHidden: Float64Array[][] = [];
@@ -326,7 +306,7 @@ export async function memitEditParts(
         for (let j = 0; j < d; j++) x[j] = (zi[j] - H[r][j]) * share;
         return x;
       });
-      residualNorms.push(z.reduce((a, zi, r) => a + norm(zi.map((v, j) => v - H[r][j])), 0) / z.length);
+      residualNorms.push(R.reduce((a, x) => a + norm(x), 0) / share / R.length);
       const { A, jitter } = adjustedKeys(K, stats.get(l) ?? null, hp.mom2UpdateWeight, f);
       jitterMax = Math.max(jitterMax, jitter);
       // ΔW [f, d] = Σ_r A_r ⊗ R̃_r.
@@ -344,6 +324,7 @@ export async function memitEditParts(
       }
       const delta: DenseDelta = { kind: 'dense', layer: l, shape: [f, d], delta: encodeF32(dw) };
       deltas.push(delta);
+      deltaNorms.push(norm(dw));
       if (i < layers.length - 1) {
         const rec: EditRecord = {
           id: `memit-partial-${crypto.randomUUID()}`,
@@ -364,11 +345,6 @@ export async function memitEditParts(
   }
   const layerSeconds = (performance.now() - tLayers) / 1000;
 
-  const deltaNorms = deltas.map((dl) => {
-    const buf = Buffer.from(dl.delta, 'base64');
-    const w = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-    return norm(w);
-  });
   const info: Record<string, number | string> = {
     edits: reqs.length,
     layers: layers.join(','),

@@ -162,12 +162,13 @@ function fill(template: string, prompt: string): string {
 }
 
 /** The template sentence (with the prompt) tokenized per §2.4, with the subject-last index. */
-function templateRow(model: LoadedModel, template: string, req: PreparedRequest): { ids: number[]; index: number } {
+export function templateRow(model: LoadedModel, template: string, req: PreparedRequest): { ids: number[]; index: number } {
   const r = subjectLastIndexInTemplate(model.tokenizer, fill(template, req.prompt), req.subject);
   return { ids: r.ids, index: r.lastSubjectIndex };
 }
 
-function checkLength(model: LoadedModel, rows: number[][]): void {
+/** PROMPT_TOO_LONG when a row is longer than the model's context. */
+export function checkLength(model: LoadedModel, rows: number[][]): void {
   const n = Math.max(...rows.map((r) => r.length));
   if (n > model.config.nCtx) {
     throw new FactLensError('PROMPT_TOO_LONG', `an edit prompt is ${n} tokens; ${model.name} reads at most ${model.config.nCtx}`, {

@@ -6,24 +6,18 @@ import type { LoadedModel } from '../model/load.js';
 import * as edit from '../edit/index.js';
 import { computeFT, defaultEpsilon } from '../edit/ft.js';
 import type { EditRequest } from '../edit/types.js';
-import { FactLensError } from '../errors.js';
 import type { EditLoopOptions, EvalCase } from './loop.js';
 import type { JobControl } from '../util/jobs.js';
 
 export const METHODS = ['rome', 'memit', 'ft', 'ft-l', 'none'] as const;
 export type EvalMethod = (typeof METHODS)[number];
 
-/** Something that will not be available until another part lands: a clear error. */
-function notAvailable(what: string): FactLensError {
-  return new FactLensError('INVALID_ARGUMENT', what, { field: 'method' });
-}
-
 interface EditWiring<C extends EvalCase & { request: EditRequest }> {
   opts: Pick<EditLoopOptions<C>, 'edit' | 'editBatch'>;
   label: string;
 }
 
-/** The edit functions for a method (throws when the method is not available yet). */
+/** The edit functions for a method (every method is registered by engine/edit/index.ts, imported here). */
 export function wireMethod<C extends EvalCase & { request: EditRequest }>(
   method: EvalMethod,
   p: {
@@ -58,18 +52,11 @@ export function wireMethod<C extends EvalCase & { request: EditRequest }>(
     }
     case 'rome':
     case 'memit': {
-      const available = edit.editMethods();
       if (method === 'memit' && p.batch > 1) {
         return {
           opts: { editBatch: (m, cs) => edit.computeEditBatch(m, cs.map((c) => req(c, 'memit')), p.control, editOpts) },
           label: `MEMIT (${p.batch} edits at once)`,
         };
-      }
-      if (!available.includes(method)) {
-        throw notAvailable(
-          `method '${method}' is not available yet: engine/edit/apply.ts has no '${method}' edit method registered ` +
-            `(available: ${available.join(', ') || 'none'})`,
-        );
       }
       return {
         opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control, editOpts) },

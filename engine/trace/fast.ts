@@ -242,12 +242,10 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
               for (const member of node.members) scores[member] = sum / n;
               done += node.members.length;
             });
-          } else if (j === L - 1) {
-            // One full evaluation for the last position plus the key/value projections of the others.
-            tokenLayers += chunkNodes.length * (1 + (Tq - 1) * kvShare);
-            outs.push(result.out!);
           } else {
-            tokenLayers += chunkNodes.length * Tq;
+            // The top block: one full evaluation for the last position plus the key/value
+            // projections of the others.
+            tokenLayers += chunkNodes.length * (j === L - 1 ? 1 + (Tq - 1) * kvShare : Tq);
             outs.push(result.out!);
           }
           await job.checkpoint(done / totalWork, `trace: token ${t + 1}/${T}, layer ${Math.min(j + 1, L)}/${L}`);

@@ -58,8 +58,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const prompt = requiredString(args, 'prompt');
   const subject = requiredString(args, 'subject');
   const target = requiredString(args, 'target');
-  const layers = layerListOption(args.values.layer, 'layer', name);
-  if (layers && layers.length > 1 && args.values.method !== 'memit') throw new UsageError(`--layer takes one layer for ${args.values.method}; several are for --method memit`, name);
+  const layers = layerListOption(args.values.layer, 'layer', args.values.method, name);
   const samples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
   const tokens = intOption(args.values.tokens, 'tokens', 20, name, 0);
   const checks = (args.values.check as string[] | undefined) ?? [];

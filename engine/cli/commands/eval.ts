@@ -154,11 +154,10 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const kind = datasetKind(records, file);
   const model = await loadModelFromArgs(args, io);
   try {
-    const layers = layerListOption(args.values.layer, 'layer', name);
+    const layers = layerListOption(args.values.layer, 'layer', method, name);
     for (const layer of layers ?? []) {
       if (layer >= model.config.nLayer) throw new UsageError(`--layer ${layer} is outside the model's layers 0..${model.config.nLayer - 1}`, name);
     }
-    if (layers && layers.length > 1 && method !== 'memit') throw new UsageError(`--layer takes one layer for ${method}; several are for --method memit`, name);
     const statsSamples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
     // Edit-internal progress (statistics, v* steps, FT steps) only when it has been quiet a while.
     let lastLine = Date.now();
