@@ -24,8 +24,9 @@ import { computeEdit, romeEditParts } from '../engine/edit/index.js';
 import { ensureGpt2Small } from './gpt2-small.js';
 import type { BenchContext, Section, SectionResult, Table } from './types.js';
 import { bm, median, sig } from './util.js';
+import { TINYWORLD } from '../test/helpers/golden.js';
 
-const CF_FILE = path.resolve(__dirname, '..', '..', 'shared', 'tinyworld', 'counterfact-dev.json');
+const CF_FILE = path.join(TINYWORLD, 'counterfact-dev.json');
 
 interface Req {
   prompt: string;

@@ -13,6 +13,7 @@ import { trace, type TraceOptions, type TraceResult } from '../engine/trace/inde
 import { ensureGpt2Small } from './gpt2-small.js';
 import type { BenchContext, Section, SectionResult, Table } from './types.js';
 import { sig } from './util.js';
+import { TINYWORLD } from '../test/helpers/golden.js';
 
 interface Case {
   prompt: string;
@@ -20,7 +21,7 @@ interface Case {
 }
 
 function goldenCases(): Case[] {
-  const file = path.resolve(__dirname, '..', '..', 'shared', 'tinyworld', 'golden.json');
+  const file = path.join(TINYWORLD, 'golden-eval.json');
   if (fs.existsSync(file)) {
     const g = JSON.parse(fs.readFileSync(file, 'utf8')) as {
       noise_scale: number;

@@ -6,10 +6,10 @@ import * as path from 'node:path';
 import { checkpointBytesAsFloat32, openCheckpoint } from '../engine/model/checkpoint.js';
 import { readSafetensorsHeader, writeSafetensors } from '../engine/model/safetensors.js';
 import { assertFails } from './helpers/errors.js';
+import { ARCHS, TINYWORLD as TINYWORLD_DIR } from './helpers/golden.js';
 
-const ARCHS = '/work/shared/archs';
 const GPT2 = path.join(ARCHS, 'gpt2');
-const TINYWORLD = '/work/shared/tinyworld/model';
+const TINYWORLD = path.join(TINYWORLD_DIR, 'model');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-ckpt-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -45,17 +45,18 @@ import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
 import { FactLensError } from '../engine/errors.js';
+import { TINYWORLD } from './helpers/golden.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-edit-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
 const LAYER = 3;
 const SAMPLES = 1000;
-const CF = JSON.parse(fs.readFileSync('/work/shared/tinyworld/counterfact-dev.json', 'utf8')) as Array<{
+const CF = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json'), 'utf8')) as Array<{
   requested_rewrite: { prompt: string; subject: string; target_new: { str: string }; target_true: { str: string } };
   paraphrase_prompts: string[];
   neighborhood_prompts: string[];
 }>;
-const CF_PATH = '/work/shared/tinyworld/counterfact-dev.json';
+const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
 
 let m: LoadedModel;
 

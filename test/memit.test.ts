@@ -34,11 +34,12 @@ import { choleskySolve, dot } from '../engine/edit/linalg.js';
 import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
+import { TINYWORLD } from './helpers/golden.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-memit-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
 const SAMPLES = 1000;
-const CF_PATH = '/work/shared/tinyworld/counterfact-dev.json';
+const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
 const CF = JSON.parse(fs.readFileSync(CF_PATH, 'utf8')) as Array<{
   requested_rewrite: { prompt: string; subject: string; target_new: { str: string }; target_true: { str: string } };
   paraphrase_prompts: string[];

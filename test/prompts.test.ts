@@ -10,6 +10,7 @@ import { formatPromptLine, parsePromptFile, parsePromptLine, entryErrors } from 
 import { parseFactFile, positionAt } from '../extension/prompts/counterfact.js';
 import { normalizeSelection, subjectCandidates } from '../extension/prompts/subject.js';
 import { parseMarkedPrompt } from '../engine/trace/marked.js';
+import { TINYWORLD } from './helpers/golden.js';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -184,7 +185,7 @@ describe('CounterFact-style records', () => {
   });
 
   test('the shared CounterFact set parses whole', () => {
-    const file = path.join(ROOT, '..', 'shared', 'tinyworld', 'counterfact-dev.json');
+    const file = path.join(TINYWORLD, 'counterfact-dev.json');
     if (!fs.existsSync(file)) return;
     const r = parseFactFile(fs.readFileSync(file, 'utf8'), 'json');
     assert.equal(r.records.length, 1000);

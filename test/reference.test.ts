@@ -3,7 +3,7 @@
  *
  * 1. On the GPT-2 architecture fixtures (golden.json made by transformers in eval mode) it matches
  *    Hugging Face: same top-10 ids, log-probs within 1e-5, hidden-state norms within 1e-5 relative.
- * 2. It documents the defect of /work/shared/tinyworld/golden.json `forward` (and `trace`): those
+ * 2. It documents the defect of ../shared/tinyworld/golden.json `forward` (and `trace`): those
  *    numbers were produced with dropout active (train mode). The golden embedding entry
  *    (hidden_states[0] = wte[id] + wpe[pos]) is the eval-mode value scaled by 1/(1 - 0.1) with some
  *    elements dropped to exactly 0 (embd_pdrop 0.1), so no deterministic implementation can

@@ -15,9 +15,10 @@ import {
   writeSafetensors,
 } from '../engine/model/safetensors.js';
 import { assertFails } from './helpers/errors.js';
+import { ARCHS, TINYWORLD as TINYWORLD_DIR } from './helpers/golden.js';
 
-const GPT2 = '/work/shared/archs/gpt2/model.safetensors';
-const TINYWORLD = '/work/shared/tinyworld/model/model.safetensors';
+const GPT2 = path.join(ARCHS, 'gpt2', 'model.safetensors');
+const TINYWORLD = path.join(TINYWORLD_DIR, 'model', 'model.safetensors');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-st-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -29,6 +29,7 @@ import {
   type ProgressParams,
 } from '../engine/protocol.js';
 import { LogBuffer, spawnClient, until } from './helpers/engine-process.js';
+import { TINYWORLD } from './helpers/golden.js';
 
 const PROMPT = 'The capital of France is';
 /** A quick trace: two corrupted rows, hidden states only. */
@@ -231,7 +232,7 @@ describe('engine over stdio: round trips', () => {
   });
 
   test('eval/run: CounterFact metrics of the unedited model on a dataset file; a missing dataset is named', async () => {
-    const records = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'shared', 'tinyworld', 'counterfact-dev.json'), 'utf8'));
+    const records = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json'), 'utf8'));
     const file = path.join(os.tmpdir(), `factlens-eval-${process.pid}.json`);
     fs.writeFileSync(file, JSON.stringify(records.slice(0, 2)));
     try {

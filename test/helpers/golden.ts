@@ -2,7 +2,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export const SHARED = path.resolve(__dirname, '..', '..', '..', 'shared');
+/**
+ * The shared reference data: `FACTLENS_SHARED` when set, otherwise the `shared` folder beside the
+ * repository (`../shared` from its root). The one place tests and benchmarks find it.
+ */
+export const SHARED = process.env.FACTLENS_SHARED
+  ? path.resolve(process.env.FACTLENS_SHARED)
+  : path.resolve(__dirname, '..', '..', '..', 'shared');
 export const TINYWORLD = path.join(SHARED, 'tinyworld');
 export const ARCHS = path.join(SHARED, 'archs');
 
