@@ -8,14 +8,19 @@
  * namespace with only the loopback interface, so the installed .vsix must trace with no
  * network at all. FACTLENS_E2E_OFFLINE=0 turns that off.
  *
- *   npm run test:e2e [-- test/e2e/scenarios.e2e.ts]   (default: both test files)
+ *   npm run test:e2e [-- test/e2e/scenarios.e2e.ts]   (default: every test/e2e/*.e2e.ts and the webview tests)
  */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const files = process.argv.slice(2).length ? process.argv.slice(2) : ['test/e2e/scenarios.e2e.ts', 'test/webview.test.ts'];
+// Default: every scenario file (one per feature, so features add scenarios without touching each
+// other's files) and the webview component tests.
+const scenarioFiles = () =>
+  fs.readdirSync(path.join(ROOT, 'test', 'e2e')).filter((f) => f.endsWith('.e2e.ts')).sort().map((f) => `test/e2e/${f}`);
+const files = process.argv.slice(2).length ? process.argv.slice(2) : [...scenarioFiles(), 'test/webview.test.ts'];
 const started = Date.now();
 
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -26,7 +31,7 @@ if (offline) {
 }
 
 const env = { ...process.env, FACTLENS_REQUIRE_CHROMIUM: '1' };
-if (offline && files.some((f) => f.includes('scenarios'))) {
+if (offline && files.some((f) => f.endsWith('.e2e.ts'))) {
   // Package before cutting the network (vsce needs none, but keep the offline run about VS Code).
   console.error('[e2e] npm run package');
   const p = spawnSync('npm', ['run', '--silent', 'package'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
