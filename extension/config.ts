@@ -2,7 +2,7 @@
 import * as vscode from 'vscode';
 import type { TraceSettings } from '../webviews/protocol.js';
 
-export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
+export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'native' | 'wasm' | 'cpu';
 
 export interface FactLensConfig {
   /** Model folder; empty: the embedded tinyworld model. */
