@@ -4,6 +4,7 @@ import type { LoadedModel } from './model/load.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
 import { FactLensError } from './errors.js';
+import { tidyData } from './util/scope.js';
 
 import type { Candidate, Prediction } from './protocol/predict.js';
 
@@ -27,7 +28,7 @@ export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt
 /** Log-probabilities of the next token after each of several token rows: [rows][V]. */
 export function nextTokenLogprobs(model: LoadedModel, rows: number[][]): Float32Array[] {
   const batch = padBatch(rows, 'right');
-  const flat = tf.tidy(() => tf.logSoftmax(forward(model, batch).logits!).dataSync() as Float32Array);
+  const flat = tidyData(() => tf.logSoftmax(forward(model, batch).logits!));
   const v = model.config.vocabSize;
   return rows.map((_, r) => flat.slice(r * v, (r + 1) * v));
 }
