@@ -6,24 +6,9 @@ import { padBatch } from './runtime/batch.js';
 import { FactLensError } from './errors.js';
 import { tidyData } from './util/scope.js';
 
-export interface TokenView {
-  id: number;
-  text: string;
-}
+import type { Candidate, Prediction } from './protocol/predict.js';
 
-export interface Candidate {
-  id: number;
-  token: string;
-  prob: number;
-  logprob: number;
-}
-
-export interface Prediction {
-  model: string;
-  backend: string;
-  tokens: TokenView[];
-  top: Candidate[];
-}
+export type { Candidate, Prediction, TokenView } from './protocol/predict.js';
 
 export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt'): number[] {
   if (typeof prompt !== 'string' || prompt.length === 0) {

@@ -122,9 +122,10 @@ export class EngineService implements vscode.Disposable {
     const what = cfg.modelFolder || 'the embedded tinyworld model';
     this.log.info(`loading ${what}${cfg.backend !== 'auto' ? ` on ${cfg.backend}` : ''}`);
     try {
+      // Fields written out (no conditional spreads), so a renamed protocol field fails to compile here.
       const info = await c.request(ModelLoad, {
-        ...(cfg.modelFolder ? { dir: cfg.modelFolder } : {}),
-        ...(cfg.backend !== 'auto' ? { backend: cfg.backend } : {}),
+        dir: cfg.modelFolder || undefined,
+        backend: cfg.backend !== 'auto' ? cfg.backend : undefined,
       });
       this.log.info(`model ${info.name} (${info.modelType}, ${info.nLayer} layers, ${(info.parameterCount / 1e6).toFixed(1)}M parameters) on ${info.backend}`);
       this.setStatus({ state: 'ready', model: info, info: c.info });
