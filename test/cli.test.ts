@@ -110,7 +110,7 @@ describe('factlens predict', () => {
   test('--backend bogus: exit 2 naming the backends to choose from', async () => {
     const r = await factlens(['predict', PROMPT, '--backend', 'bogus']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /^factlens: --backend must be one of node-gpu, node, wasm, cpu, not 'bogus'\n/);
+    assert.match(r.stderr, /^factlens: --backend must be one of node-gpu, node, native, wasm, cpu, not 'bogus'\n/);
     assertNoStack(r);
   });
 
