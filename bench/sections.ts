@@ -7,5 +7,6 @@ import { forwardSection } from './forward.js';
 import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
 import { computeSection } from './compute.js';
+import { xlSection } from './xl.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection];

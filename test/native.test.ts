@@ -117,3 +117,43 @@ test('the fused vocabulary query equals log-softmax of the full logits, on nativ
     zero.dispose();
   }
 });
+
+test('weights outside the WASM heap (host weights): same forward and trace, no edit, wasm refused while loaded', { skip }, async () => {
+  const { loadModel, disposeModel } = await import('../engine/model/load.js');
+  const { withHostMatrices } = await import('../engine/model/adapters/read.js');
+  const { openCheckpoint } = await import('../engine/model/checkpoint.js');
+  const { hostWeightsLive, isHostWeight } = await import('../engine/runtime/native/host-weights.js');
+  const { forward } = await import('../engine/runtime/forward.js');
+  const { padBatch } = await import('../engine/runtime/batch.js');
+  const { trace } = await import('../engine/trace/index.js');
+  const { computeEdit } = await import('../engine/edit/index.js');
+  const heap = await loadModel({ backend: 'native' });
+  // The same model with its block matrices in host memory, as the loader does past the heap.
+  const ckpt = openCheckpoint(heap.dir);
+  const hosted = { ...heap, weights: withHostMatrices(() => heap.adapter.loadWeights(ckpt, heap.config)) };
+  try {
+    assert.ok(hosted.weights.blocks.every((b) => isHostWeight(b.qkv.w) && isHostWeight(b.mlpOut.w)));
+    assert.ok(!isHostWeight(hosted.weights.wte) && !isHostWeight(hosted.weights.unembed));
+    assert.equal(hostWeightsLive(), 4 * heap.config.nLayer);
+    const ids = heap.tokenizer.encode('The capital of France is');
+    const a = tidyData(() => forward(heap, padBatch([ids, ids.slice(1)], 'left')).logits!);
+    const b = tidyData(() => forward(hosted, padBatch([ids, ids.slice(1)], 'left')).logits!);
+    assert.ok(maxAbsDiff(a, b) < 1e-4, `logits differ by ${maxAbsDiff(a, b)}`);
+    assert.deepEqual(Array.from(hosted.weights.blocks[0].o.w.dataSync().subarray(0, 4)), Array.from(heap.weights.blocks[0].o.w.dataSync().subarray(0, 4)));
+    const opts = { subject: 'France', samples: 3, seed: 1, kinds: ['hidden' as const] };
+    const t1 = await trace(heap, 'The capital of France is', opts);
+    const t2 = await trace(hosted, 'The capital of France is', opts);
+    assert.ok(maxAbsDiff(t1.scores.hidden!.flat(), t2.scores.hidden!.flat()) < 1e-4);
+    await assert.rejects(
+      computeEdit(hosted, { prompt: 'The capital of {} is', subject: 'France', target: 'Rome' }),
+      (e: Error & { code?: string }) => e.code === 'MODEL_TOO_LARGE' && /outside the 4 GB WASM heap/.test(e.message),
+    );
+    await assert.rejects(selectBackend('wasm'), /outside the WASM heap/);
+  } finally {
+    disposeModel(hosted);
+    disposeModel(heap);
+  }
+  assert.equal(hostWeightsLive(), 0, 'disposing the model frees its host weights');
+  await selectBackend('wasm');
+  await selectBackend('native');
+});

@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { isHostWeight } from '../runtime/native/host-weights.js';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { writeSafetensors } from '../model/safetensors.js';
@@ -40,12 +41,28 @@ export function editMethods(): EditMethod[] {
  * the reference's sequential ROME does). The model is not changed: apply the record with
  * applyEdit.
  */
+/**
+ * Edits change weights through WASM kernels (and read them in the heap); a model whose block
+ * matrices live in host memory (a model beyond the WASM heap, runtime/native/host-weights.ts)
+ * can be traced and queried but not edited.
+ */
+function refuseHostWeights(model: LoadedModel): void {
+  if (model.weights.blocks.some((b) => isHostWeight(b.mlpOut.w))) {
+    throw new FactLensError(
+      'MODEL_TOO_LARGE',
+      `${model.name} (${(model.parameterCount / 1e6).toFixed(0)}M parameters) keeps its weight matrices outside the 4 GB WASM heap; it can be traced and queried, not edited`,
+      { file: model.dir, backend: model.backend },
+    );
+  }
+}
+
 export async function computeEdit(
   model: LoadedModel,
   request: EditRequest,
   control: JobControl = {},
   opts: ComputeOptions = {},
 ): Promise<EditRecord> {
+  refuseHostWeights(model);
   const method = request?.method ?? 'rome';
   const fn = METHODS[method];
   if (!fn) {

@@ -16,6 +16,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { FactLensError } from '../errors.js';
 import { loadOrt, ortVersion } from './native/ort.js';
 import { installNativeMatMul, removeNativeMatMul } from './native/matmul-kernel.js';
+import { registerWebgpuBackend, webgpuAdapter, webgpuProbe } from './webgpu.js';
 
 import { BACKEND_NAMES, type BackendName, type BackendStatus } from '../protocol/model.js';
 
@@ -26,6 +27,7 @@ export const BACKEND_ORDER: readonly BackendName[] = BACKEND_NAMES;
 const TFJS_NAME: Record<BackendName, string> = {
   'node-gpu': 'tensorflow',
   node: 'tensorflow',
+  webgpu: 'webgpu',
   // The WASM backend with its matrix products swapped for onnxruntime's (a kernel override).
   native: 'wasm',
   wasm: 'wasm',
@@ -97,6 +99,7 @@ function tryNative(name: BackendName): string | null {
 export function probeBackends(): BackendStatus[] {
   return BACKEND_ORDER.map((name): BackendStatus => {
     if (name === 'cpu') return { name, available: true };
+    if (name === 'webgpu') return { name, ...webgpuProbe() };
     if (name === 'native') {
       const err = loadOrt();
       if (err) return { name, available: false, reason: `${err}; products run on WASM` };
@@ -144,7 +147,11 @@ async function activate(name: BackendName): Promise<void> {
 }
 
 async function activateInner(name: BackendName): Promise<void> {
-  if (name === 'native') {
+  if (name === 'webgpu') {
+    const found = await webgpuAdapter();
+    if ('reason' in found) throw new FactLensError('BACKEND_UNAVAILABLE', found.reason, { backend: name });
+    await registerWebgpuBackend();
+  } else if (name === 'native') {
     const err = loadOrt();
     if (err) throw new FactLensError('BACKEND_UNAVAILABLE', err, { backend: name });
     setWasmPaths(wasmDir());

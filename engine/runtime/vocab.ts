@@ -83,16 +83,20 @@ function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<numb
   };
 }
 
-function tfjsQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+function tfjsTensors(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): [tf.Tensor, tf.Tensor, tf.Tensor] {
   const n = rows.shape[0];
   const v = m.weights.unembed.shape[1];
-  const [lp, mx, am] = tf.tidy(() => {
+  return tf.tidy(() => {
     const z = unembed(m, rows);
     const lse = tf.logSumExp(z, 1);
     const flat = Int32Array.from({ length: n }, (_, r) => r * v + targets[r]);
     const zt = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32'));
     return [tf.sub(zt, lse), tf.sub(tf.max(z, 1), lse), tf.argMax(z, 1)];
   });
+}
+
+function tfjsQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+  const [lp, mx, am] = tfjsTensors(m, rows, targets);
   try {
     return {
       logprob: Float32Array.from(lp.dataSync() as Float32Array),
@@ -115,4 +119,24 @@ export function vocabQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLik
   if (n === 0) return { logprob: new Float32Array(0), argmax: new Int32Array(0), maxLogprob: new Float32Array(0) };
   if (nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32') return nativeQuery(m, rows, targets);
   return tfjsQuery(m, rows, targets);
+}
+
+/**
+ * vocabQuery with asynchronous reads (data(), not dataSync()): the form the trace uses, because
+ * the WebGPU backend can only read asynchronously in Node. On the native backend the graph is
+ * synchronous anyway; elsewhere only the 3 × n results are read back.
+ */
+export async function vocabQueryAsync(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): Promise<VocabQuery> {
+  const n = rows.shape[0];
+  const v = m.weights.unembed.shape[1];
+  checkTargets(targets, n, v);
+  if (n === 0) return { logprob: new Float32Array(0), argmax: new Int32Array(0), maxLogprob: new Float32Array(0) };
+  if (nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32') return nativeQuery(m, rows, targets);
+  const [lp, mx, am] = tfjsTensors(m, rows, targets);
+  try {
+    const [a, b, c] = await Promise.all([lp.data(), mx.data(), am.data()]);
+    return { logprob: Float32Array.from(a as Float32Array), maxLogprob: Float32Array.from(b as Float32Array), argmax: Int32Array.from(c as Int32Array) };
+  } finally {
+    tf.dispose([lp, mx, am]);
+  }
 }

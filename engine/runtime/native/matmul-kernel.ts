@@ -16,6 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { NativeGraph, nativeThreads, ortTensor } from './ort.js';
+import { hostData, hostWeightsLive } from './host-weights.js';
 
 /** The parts of tfjs-backend-wasm's BackendWasm this kernel uses. */
 interface WasmBackendLike {
@@ -57,8 +58,13 @@ function productGraph(rankA: number, rankB: number, ta: boolean, tb: boolean): N
   return g;
 }
 
-/** A Float32Array view of a WASM tensor's data (valid until the heap next grows). */
+/**
+ * A Float32Array view of a WASM tensor's data (valid until the heap next grows), or a host
+ * weight's own array (host-weights.ts).
+ */
 export function heapView(backend: WasmBackendLike, t: tf.TensorInfo): Float32Array {
+  const hosted = hostData(t.dataId);
+  if (hosted) return hosted;
   const entry = backend.dataIdMap.get(t.dataId);
   if (!entry) throw new Error('native kernel: tensor data is not in the WASM heap');
   const heap = backend.wasm.HEAPU8;
@@ -83,7 +89,9 @@ function nativeBatchMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: unkno
   const batchShape = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
   const batch = tf.util.sizeFromShape(batchShape);
   const flops = 2 * batch * m * k * n;
-  if (a.dtype !== 'float32' || b.dtype !== 'float32' || k !== k2 || flops < MIN_FLOPS) {
+  // A host weight has no heap data: its products always run here.
+  const hosted = !!(hostData(a.dataId) || hostData(b.dataId));
+  if (!hosted && (a.dtype !== 'float32' || b.dtype !== 'float32' || k !== k2 || flops < MIN_FLOPS)) {
     nativeStats.fallbacks++;
     return original!.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as tf.TensorInfo;
   }
@@ -116,6 +124,9 @@ export function installNativeMatMul(): void {
 
 /** Restores the WASM backend's own BatchMatMul (idempotent). */
 export function removeNativeMatMul(): void {
+  if (hostWeightsLive() > 0) {
+    throw new Error(`${hostWeightsLive()} weight matrices live outside the WASM heap; only the native backend can run them (dispose that model first)`);
+  }
   const current = tf.getKernel(tf.BatchMatMul, 'wasm');
   if (!original || !current || current.kernelFunc !== (nativeBatchMatMul as unknown)) return;
   tf.unregisterKernel(tf.BatchMatMul, 'wasm');
