@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'SUBJECT_NOT_FOUND'
   | 'PROMPT_TOO_LONG'
+  | 'NON_FINITE'
   | 'INVALID_ARGUMENT'
   | 'CANCELLED';
 

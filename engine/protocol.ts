@@ -104,6 +104,7 @@ export const ERROR_CODES: Readonly<Record<AnyErrorCode, number>> = {
   BAD_TOKENIZER: 1110,
   // Runtime
   BACKEND_UNAVAILABLE: 1120,
+  NON_FINITE: 1121,
   // Prompts
   SUBJECT_NOT_FOUND: 1130,
   PROMPT_TOO_LONG: 1131,

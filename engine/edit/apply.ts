@@ -52,7 +52,35 @@ export async function computeEdit(
       { field: 'method', method },
     );
   }
+  checkRequestLength(model, request);
+  if (typeof request.target === 'string' && typeof request.targetTrue === 'string' && request.target.trim() === request.targetTrue.trim()) {
+    // The true answer as the new one: nothing would change; say so rather than "apply" it.
+    throw new FactLensError(
+      'INVALID_ARGUMENT',
+      `the target "${request.target.trim()}" is already the true answer for "${request.subject}": there is nothing to edit; give another target`,
+      { field: 'target' },
+    );
+  }
   return fn(model, request, control, opts);
+}
+
+/** PROMPT_TOO_LONG, naming the field, when the edit prompt followed by its target cannot fit the context. */
+function checkRequestLength(model: LoadedModel, request: EditRequest): void {
+  if (typeof request?.prompt !== 'string' || typeof request.subject !== 'string' || typeof request.target !== 'string') return;
+  const filled = request.prompt.includes('{}') ? request.prompt.replace('{}', request.subject) : request.prompt;
+  const p = model.tokenizer.encode(filled).length;
+  const limit = model.config.nCtx;
+  if (p > limit) {
+    throw new FactLensError('PROMPT_TOO_LONG', `the edit prompt is ${p} tokens; ${model.name} reads at most ${limit}`, { field: 'prompt', tokens: p, limit });
+  }
+  const t = model.tokenizer.encode(request.target.startsWith(' ') ? request.target : ` ${request.target}`).length;
+  if (p + t - 1 > limit) {
+    throw new FactLensError(
+      'PROMPT_TOO_LONG',
+      `the edit prompt (${p} tokens) followed by the target (${t} tokens) is ${p + t - 1} tokens; ${model.name} reads at most ${limit}`,
+      { field: 'target', tokens: p + t - 1, limit },
+    );
+  }
 }
 
 export interface ApplyOptions {

@@ -39,6 +39,7 @@ import { cacheRoot, cleanStaleTemps, damagedCache, fileHash, modelContentHash, s
 import { baseModel } from './state.js';
 import { readNpz } from './npz.js';
 import { cholesky, type Cholesky } from './linalg.js';
+import { readRegularText } from '../util/files.js';
 
 export const MAX_STATS_SAMPLES = 100_000;
 const FORMAT = 'factlens-mom2-v1';
@@ -97,7 +98,7 @@ export function readCorpus(file: string): string[] {
     throw new FactLensError('FILE_MISSING', `corpus file ${abs} does not exist`, { file: abs, field: 'corpus' });
   }
   if (!st.isFile()) throw new FactLensError('FILE_MISSING', `corpus ${abs} is not a file`, { file: abs, field: 'corpus' });
-  const text = fs.readFileSync(abs, 'utf8');
+  const text = readRegularText(abs, 'corpus');
   const docs: string[] = [];
   const jsonl = /\.jsonl$/i.test(abs);
   text.split('\n').forEach((raw, i) => {

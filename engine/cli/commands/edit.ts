@@ -76,10 +76,18 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
     const filled = prompt.includes('{}') ? prompt.replace('{}', subject) : prompt;
     const prompts = [filled, ...checks];
     // The true target defaults to the model's own top next token before the edit.
-    const top0 = probePrompts(model, [filled], [])[0].top.token;
+    const fields = {
+      prompts: ['--prompt', ...checks.map((_, i) => `--check ${i + 1}`)],
+      targets: ['--target', '--target-true'],
+    };
+    const top0 = probePrompts(model, [filled], [], fields)[0].top.token;
     const targetTrue = typeof args.values['target-true'] === 'string' ? args.values['target-true'] : top0.trim() || top0;
+    if (target.trim() === targetTrue.trim()) {
+      const whose = typeof args.values['target-true'] === 'string' ? 'the --target-true you gave' : "the model's answer now (its top next token)";
+      throw new UsageError(`--target "${target.trim()}" is already ${whose} after ${JSON.stringify(filled)}: there is nothing to edit`, name);
+    }
     const targets = [target, targetTrue];
-    const before = probePrompts(model, prompts, targets);
+    const before = probePrompts(model, prompts, targets, fields);
     const genBefore = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
     // Progress lines: at most one a second, plus every change of phase.
     let lastPhase = '';
@@ -113,7 +121,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
     );
     applyEdit(model, record);
-    const after = probePrompts(model, prompts, targets);
+    const after = probePrompts(model, prompts, targets, fields);
     const genAfter = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
     let saved: string | undefined;
     if (saveTo !== undefined) {
