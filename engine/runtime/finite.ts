@@ -17,23 +17,27 @@ function allFinite(values: ArrayLike<number>): boolean {
 
 /** The first site whose activations are not all finite on these token rows; null if none. */
 export function firstNonFiniteSite(model: LoadedModel, rows: number[][]): { site: string; tokens: number[] } | null {
-  let found: { site: string; tokens: number[] } | null = null;
+  // Per site, a [B, T] flag of non-finite positions, kept out of the tidy and read after it.
+  const flags: Array<{ site: string; bad: tf.Tensor }> = [];
   tf.tidy(() => {
     forward(model, padBatch(rows, 'right'), {
       hook: (site, x) => {
-        if (found) return x;
-        const bad = tf.logicalNot(tf.all(tf.isFinite(x), -1)); // [B, T]
-        if (tf.any(bad).dataSync()[0]) {
-          const flags = bad.dataSync();
-          const t = x.shape[1];
-          const tokens: number[] = [];
-          for (let i = 0; i < flags.length; i++) if (flags[i]) tokens.push(i % t);
-          found = { site, tokens: [...new Set(tokens)].sort((a, b) => a - b) };
-        }
+        flags.push({ site, bad: tf.keep(tf.logicalNot(tf.all(tf.isFinite(x), -1))) });
         return x;
       },
     });
   });
+  let found: { site: string; tokens: number[] } | null = null;
+  for (const { site, bad } of flags) {
+    if (!found) {
+      const f = bad.dataSync();
+      const t = bad.shape[1] ?? 1;
+      const tokens = new Set<number>();
+      for (let i = 0; i < f.length; i++) if (f[i]) tokens.add(i % t);
+      if (tokens.size) found = { site, tokens: [...tokens].sort((a, b) => a - b) };
+    }
+    bad.dispose();
+  }
   return found;
 }
 
