@@ -32,6 +32,11 @@ export interface ModelInfo {
   /** Longest prompt in tokens. */
   nCtx: number;
   parameterCount: number;
+  /**
+   * SHA-256 over the checkpoint's weight files: the model's identity. Edit records carry the
+   * hash they were computed on, and the extension keys its edit journals by it.
+   */
+  contentHash: string;
   /** Ids of the edits applied to this model, oldest first. */
   edits: string[];
   loadedAt: string;

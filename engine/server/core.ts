@@ -40,6 +40,7 @@ import {
   type ResultOf,
   type ShutdownResult,
 } from '../protocol/index.js';
+import { modelContentHash } from '../edit/hash.js';
 import { FEATURES, unavailableMethods, type Features } from './features.js';
 import { JobQueue, type QueuedJob } from './queue.js';
 import { LimitedMessageReader } from './transport.js';
@@ -194,6 +195,7 @@ export class Engine {
       vocabSize: m.config.vocabSize,
       nCtx: m.config.nCtx,
       parameterCount: m.parameterCount,
+      contentHash: modelContentHash(m),
       edits: this.features.edit ? this.features.edit.list(m).map((r) => r.id) : [],
       loadedAt: (this.loadedAt ?? new Date()).toISOString(),
     };
