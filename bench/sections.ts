@@ -8,5 +8,6 @@ import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
 import { computeSection } from './compute.js';
 import { xlSection } from './xl.js';
+import { threadsSection } from './threads.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, threadsSection, xlSection];
