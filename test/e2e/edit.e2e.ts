@@ -137,11 +137,18 @@ function extensionLog(server: CodeServer): string {
 
 async function showEditsView(page: Page): Promise<void> {
   await runCommand(page, 'Fact Lens: Focus on Edits View');
-  await page.locator('.pane-header', { hasText: 'Edits' }).first().waitFor({ timeout: 30_000 });
+  // The container's only view: VS Code hides its pane header; the model node heads the tree.
+  await treeRow(page, 'tinyworld').waitFor({ timeout: 60_000 });
+}
+
+/** Back to the Explorer (openFile clicks its rows). */
+async function showExplorer(page: Page): Promise<void> {
+  await runCommand(page, 'View: Show Explorer');
+  await page.locator('.explorer-folders-view .monaco-list-row').first().waitFor({ timeout: 60_000 });
 }
 
 function treeRow(page: Page, text: string) {
-  return page.locator('.pane-body .monaco-list-row', { hasText: text }).first();
+  return page.locator('.sidebar .pane-body .monaco-list-row', { hasText: text }).first();
 }
 
 describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_000 }, () => {
@@ -211,6 +218,7 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await showEditsView(page);
     await treeRow(page, 'France: Paris → Rome').waitFor({ timeout: 180_000 });
     // Trace the prompt: the edited model answers " Rome".
+    await showExplorer(page);
     await openFile(page, 'capitals.prompts');
     await goToLine(page, 5);
     await runCommand(page, 'Fact Lens: Trace this prompt');
@@ -228,6 +236,7 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await row.locator('.action-label[aria-label*="Revert"]').click();
     await page.locator('.notification-toast', { hasText: 'reverted France → Rome' }).waitFor({ timeout: 60_000 });
     await treeRow(page, 'No edits yet').waitFor({ timeout: 30_000 });
+    await showExplorer(page);
     await openFile(page, 'capitals.prompts');
     await goToLine(page, 5);
     await runCommand(page, 'Fact Lens: Trace this prompt');
@@ -237,6 +246,7 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
   });
 
   test('an edit that does not take (from its "Edit" CodeLens) shows the "did not take" verdict', { timeout: EDIT_TIMEOUT + 120_000 }, async () => {
+    await showExplorer(page);
     await openFile(page, 'edits.prompts');
     await editorLine(page, '[Lyon] is located').waitFor();
     // The CodeLens of the Lyon line (the third prompt of the file).
