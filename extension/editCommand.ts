@@ -269,6 +269,7 @@ export class EditRunner implements vscode.Disposable {
         () => this.probeDiff(record),
       );
       this.diffs.set(id, diff);
+      this.log.info(`probed edit ${id} after the restart: top ${JSON.stringify(diff.prompts[0]?.after.top[0]?.token)} (the record as journaled, not recomputed)`);
     }
     this.show(diff);
   }

@@ -217,10 +217,19 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await page.waitForSelector('.explorer-folders-view .monaco-list-row, .pane-body .monaco-list-row', { timeout: 180_000 });
     await showEditsView(page);
     await treeRow(page, 'France: Paris → Rome').waitFor({ timeout: 180_000 });
-    // Trace the prompt: the edited model answers " Rome".
+    // The diff view, measured again on the engine: " Rome" on top.
+    await treeRow(page, 'France: Paris → Rome').click();
+    const end = Date.now() + 120_000;
+    while (!/probed edit \S+ after the restart: top " Rome"/.test(extensionLog(server))) {
+      if (Date.now() > end) throw new Error('the diff was not measured again after the reload');
+      await page.waitForTimeout(500);
+    }
+    const v = await waitForEditView(page, 'Rome', 60_000);
+    assert.equal(v.afterTop, '" Rome"');
+    // A trace of the prompt (edits.prompts has it without an expected answer): the edited model answers " Rome".
     await showExplorer(page);
-    await openFile(page, 'capitals.prompts');
-    await goToLine(page, 5);
+    await openFile(page, 'edits.prompts');
+    await goToLine(page, 4);
     await runCommand(page, 'Fact Lens: Trace this prompt');
     assert.equal(await traceAnswer(page, 'The capital of France is'), '" Rome"');
     const logText = extensionLog(server);
@@ -237,8 +246,8 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await page.locator('.notification-toast', { hasText: 'reverted France → Rome' }).waitFor({ timeout: 60_000 });
     await treeRow(page, 'No edits yet').waitFor({ timeout: 30_000 });
     await showExplorer(page);
-    await openFile(page, 'capitals.prompts');
-    await goToLine(page, 5);
+    await openFile(page, 'edits.prompts');
+    await goToLine(page, 4);
     await runCommand(page, 'Fact Lens: Trace this prompt');
     assert.equal(await traceAnswer(page, 'The capital of France is'), '" Paris"');
     await showEditsView(page);
