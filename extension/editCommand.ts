@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { EditProbe, EDIT_METHODS, Predict, type EditMethod, type EditRecord, type EditRequest } from '../engine/protocol.js';
 import { AddCheck, EditStatus, Revert, SaveModel, ShowDiff, TracePrompt, type EditDiff, type EditSummary, type PromptDiff, type PromptKind } from '../webviews/edit/protocol.js';
-import { traceSettings } from './config.js';
+import { readConfig, traceSettings } from './config.js';
 import { EditPanel } from './editPanel.js';
 import { errorCode, errorMessage, type EngineService } from './engine.js';
 import { factFileKind, factsOf, PROMPTS_LANGUAGE, type TraceTargetArg } from './promptFiles.js';
@@ -192,8 +192,9 @@ export class EditRunner implements vscode.Disposable {
           const before = await this.engine.request(EditProbe, { prompts: prompts.map((p) => p.prompt), targets: [req.target, targetTrue], unedited: true }, { token: cts.token });
           let last = 0;
           let stage = '';
+          const statsSamples = readConfig().statsSamples;
           const record = await this.engine.applyEdit(
-            { request: req },
+            { request: req, options: statsSamples > 0 ? { statsSamples } : undefined },
             {
               token: cts.token,
               onProgress: (fraction, message) => {
