@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { LoadedModel } from './model/load.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
+import { logSoftmaxRows } from './runtime/logsumexp.js';
 import { FactLensError } from './errors.js';
 
 export interface TokenView {
@@ -42,7 +43,7 @@ export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt
 /** Log-probabilities of the next token after each of several token rows: [rows][V]. */
 export function nextTokenLogprobs(model: LoadedModel, rows: number[][]): Float32Array[] {
   const batch = padBatch(rows, 'right');
-  const flat = tf.tidy(() => tf.logSoftmax(forward(model, batch).logits!).dataSync() as Float32Array);
+  const flat = tf.tidy(() => logSoftmaxRows(forward(model, batch).logits!).dataSync() as Float32Array);
   const v = model.config.vocabSize;
   return rows.map((_, r) => flat.slice(r * v, (r + 1) * v));
 }

@@ -7,6 +7,7 @@ import type { LoadedModel } from '../model/load.js';
 import { encodePrompt } from '../predict.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSoftmaxRows } from '../runtime/logsumexp.js';
 import { generate } from '../runtime/generate.js';
 
 export interface TargetScore {
@@ -53,7 +54,7 @@ export function probePrompts(model: LoadedModel, prompts: string[], targets: str
   const batch = padBatch(rows, 'right');
   const V = model.config.vocabSize;
   // Read outside the tidy: tidy walks a returned typed array element by element (slow).
-  const lpT = tf.tidy(() => tf.logSoftmax(forward(model, batch, { logitsAt: pairs }).logits!));
+  const lpT = tf.tidy(() => logSoftmaxRows(forward(model, batch, { logitsAt: pairs }).logits!));
   const lp = lpT.dataSync() as Float32Array;
   lpT.dispose();
   const out: PromptProbe[] = prompts.map((prompt) => ({ prompt, top: { token: '', prob: 0 }, targets: [] }));

@@ -13,6 +13,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionBias, block, embed, finalNorm, selectRows, unembed, type KV } from '../runtime/decoder-forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSoftmaxRows } from '../runtime/logsumexp.js';
 import { chainHooks, site, type Hook } from '../runtime/sites.js';
 import { interventionHook, type Intervention } from '../runtime/interventions.js';
 import type { Job } from '../util/jobs.js';
@@ -69,7 +70,7 @@ function buildCache(p: Prepared, restorationList: Restoration[]): { cache: Cache
     let h = embed(m, ids1, pos1, readClean);
     for (let l = 0; l < L; l++) h = block(m, l, h, bias, undefined, readClean).h;
     const cleanLogits = unembed(m, selectRows(tf.reshape(finalNorm(m, h), [T, -1]) as tf.Tensor2D, [T - 1]));
-    const cleanProbs = tf.softmax(cleanLogits).dataSync();
+    const cleanProbs = tf.exp(logSoftmaxRows(cleanLogits)).dataSync();
     let answerId = p.expectedId ?? 0;
     if (p.expectedId === null) for (let i = 1; i < cleanProbs.length; i++) if (cleanProbs[i] > cleanProbs[answerId]) answerId = i;
     const clean = new Map<string, tf.Tensor2D>();

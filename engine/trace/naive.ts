@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSoftmaxRows } from '../runtime/logsumexp.js';
 import { chainHooks, site, type Hook } from '../runtime/sites.js';
 import { interventionHook } from '../runtime/interventions.js';
 import type { Job } from '../util/jobs.js';
@@ -51,7 +52,7 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
       : undefined;
     const logits = forward(m, batch, { hook: chainHooks(noiseHook, readHook) }).logits!;
     for (const t of reads.values()) tf.keep(t);
-    return tf.softmax(logits).arraySync() as number[][];
+    return tf.exp(logSoftmaxRows(logits)).arraySync() as number[][];
   });
   const clean = base[0];
   let answerId = p.expectedId ?? 0;

@@ -7,6 +7,7 @@ import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { encodePrompt } from '../predict.js';
 import { subjectTokenRange } from '../tokenizer/index.js';
+import { logSumExpRows } from '../runtime/logsumexp.js';
 import { noiseValues, threeSigma } from './noise.js';
 import { TRACE_KINDS, windowForDepth, windowLayers, type TraceKind, type TraceOptions } from './types.js';
 
@@ -180,7 +181,7 @@ export function answerProbs(model: LoadedModel, rows: tf.Tensor2D, answer: numbe
     const w = model.weights;
     const logits = tf.matMul(rows, w.unembed);
     const full = w.unembedBias ? tf.add(logits, w.unembedBias) : logits;
-    const lse = tf.logSumExp(full, 1);
+    const lse = logSumExpRows(full as tf.Tensor2D);
     let za = tf.reshape(tf.matMul(rows, tf.gather(w.unembed, [answer], 1)), [-1]);
     if (w.unembedBias) za = tf.add(za, tf.gather(w.unembedBias, [answer]));
     return tf.exp(tf.sub(za, lse)).dataSync() as Float32Array;
