@@ -6,5 +6,7 @@ import type { Section } from './types.js';
 import { forwardSection } from './forward.js';
 import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
+import { computeSection } from './compute.js';
+import { xlSection } from './xl.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection];

@@ -21,6 +21,7 @@ import type {
   StatsComputeParams,
   StatsComputeResult,
 } from '../protocol.js';
+import { readRegularText } from '../util/files.js';
 
 export interface EditFeature {
   compute(model: LoadedModel, request: EditRequest, options: EditComputeOptions, control: JobControl): Promise<EditRecord>;
@@ -81,10 +82,12 @@ export const FEATURES: Features = {
       const file = path.resolve(p.dataset);
       if (!fs.existsSync(file)) throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist`, { file, field: 'dataset' });
       let records: unknown[];
+      const text = readRegularText(file, 'dataset');
       try {
-        records = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown[];
-      } catch (e) {
-        throw new FactLensError('INVALID_ARGUMENT', `${file}: not valid JSON: ${(e as Error).message}`, { file, field: 'dataset' });
+        records = JSON.parse(text) as unknown[];
+      } catch {
+        // Never quote the file: on a socket engine the client may not be allowed to read it.
+        throw new FactLensError('INVALID_ARGUMENT', `${file} is not a JSON dataset (expected an array of CounterFact records)`, { file, field: 'dataset' });
       }
       if (!Array.isArray(records)) throw new FactLensError('INVALID_ARGUMENT', `${file}: expected a JSON array of records`, { file });
       const batch = p.batch ?? 1;

@@ -18,9 +18,10 @@ import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } fro
 import { evaluateZsre, type ZsreCase, type ZsreResult } from '../../eval/zsre.js';
 import type { EditLoopOptions } from '../../eval/loop.js';
 import type { JobControl } from '../../util/jobs.js';
-import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { intOption, layerListOption, numberOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
+import { readRegularText } from '../../util/files.js';
 
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
@@ -56,8 +57,9 @@ export const options: OptionsSpec = {
 export function readDataset(file: string): unknown[] {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
+    text = readRegularText(file, 'dataset');
+  } catch (e) {
+    if (fs.existsSync(file)) throw e;
     throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist or cannot be read`, { file, field: 'dataset' });
   }
   const trimmed = text.trim();
@@ -134,9 +136,7 @@ function formatSkipped(s: Array<{ index: number; reason: string }>): string {
 
 function floatOption(v: unknown, opt: string): number | undefined {
   if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--${opt} needs a positive number, not '${v}'`, name);
-  return x;
+  return numberOption(v, opt, { positive: true }, name);
 }
 
 export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
