@@ -22,13 +22,16 @@ import type { Prediction } from './predict.js';
 import type { BackendName, BackendStatus } from './runtime/backend.js';
 import type { AverageOptions, AverageResult, Fact } from './trace/average.js';
 import type { TraceOptions, TraceResult } from './trace/types.js';
+import type { PredictBatchParams, PredictBatchResult, SpecificityCheckParams, SpecificityCheckResult } from './protocol/specificity.js';
+
+export type * from './protocol/specificity.js';
 
 /**
  * Protocol version, MAJOR.MINOR. A client and an engine work together when the majors are
  * equal; the engine refuses `initialize` from a client with another major (VERSION_MISMATCH).
  * Bump MINOR for additions (new methods, new optional fields), MAJOR for anything else.
  */
-export const PROTOCOL_VERSION = '1.0';
+export const PROTOCOL_VERSION = '1.1';
 
 /** Default limit on one incoming message (the Content-Length of one frame). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -231,6 +234,15 @@ export interface PredictParams {
 /** Runs at once, beside a running trace (it does not wait in the queue behind long jobs). */
 export const Predict = new RequestType<PredictParams, Prediction, EngineErrorData>('predict');
 
+/** Many prompts in padded forward passes; each answered as `predict` answers it alone. Jumps the queue like predict. */
+export const PredictBatch = new RequestType<PredictBatchParams, PredictBatchResult, EngineErrorData>('predict/batch');
+
+/**
+ * Before (unedited, cached per model hash and prompt) and after (with the applied edits) answers of
+ * prompts, each classified: unchanged, collateral, moved, not-reached (engine/protocol/specificity.ts).
+ */
+export const SpecificityCheckRequest = new RequestType<SpecificityCheckParams, SpecificityCheckResult, EngineErrorData>('specificity/check');
+
 export interface TraceParams extends TraceOptions, WithProgress {
   prompt: string;
 }
@@ -384,6 +396,8 @@ export const REQUESTS = [
   ModelLoad,
   ModelInfoRequest,
   Predict,
+  PredictBatch,
+  SpecificityCheckRequest,
   Trace,
   TraceAverage,
   EditApply,

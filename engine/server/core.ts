@@ -16,6 +16,8 @@ import { createMessageConnection, StreamMessageWriter } from 'vscode-jsonrpc/nod
 import { FactLensError, isFactLensError } from '../errors.js';
 import { disposeModel, loadModel, type LoadedModel } from '../model/load.js';
 import { predict } from '../predict.js';
+import { predictBatch } from '../predict-batch.js';
+import { checkSpecificity } from '../specificity/check.js';
 import { BACKEND_ORDER, activeBackend, probeBackends, type BackendName } from '../runtime/backend.js';
 import { trace } from '../trace/index.js';
 import { readFacts, traceAverage, type Fact } from '../trace/average.js';
@@ -39,6 +41,9 @@ import {
   type ModelInfo,
   type ModelLoadParams,
   type PredictParams,
+  type PredictBatchParams,
+  type PredictBatchResult,
+  type SpecificityCheckParams,
   type ShutdownResult,
   type StatsComputeParams,
   type TraceAverageParams,
@@ -143,6 +148,19 @@ const SCHEMAS = {
     progressToken,
   }),
   predict: v.obj({ prompt: promptCheck, k: v.opt(v.int({ min: 1, max: 1000 })) }),
+  predictBatch: v.obj({
+    prompts: v.arr(promptCheck, { min: 1, max: 10_000 }),
+    k: v.opt(v.int({ min: 1, max: 100 })),
+    targets: v.opt(v.arr(v.str({ min: 1, max: 1000 }), { max: 100 })),
+    unedited: v.opt(v.bool()),
+  }),
+  specificityCheck: v.obj({
+    prompts: v.arr(
+      v.obj({ prompt: promptCheck, subject: v.opt((x, p) => (x === null ? null : v.str({ max: 10_000 })(x, p))) }),
+      { min: 1, max: 10_000 },
+    ),
+    k: v.opt(v.int({ min: 1, max: 20 })),
+  }),
   trace: v.obj({ prompt: promptCheck, ...traceFields }),
   traceAverage: v.obj({
     factsFile: v.opt(v.str({ min: 1, max: 4096 })),
@@ -366,7 +384,7 @@ export class Engine {
       onUpdate: (j) => s.progress(j, opts.progressToken),
     });
     const t0 = Date.now();
-    const quiet = method === 'predict';
+    const quiet = method === 'predict' || method === 'predict/batch' || method === 'specificity/check';
     if (!quiet) this.opts.log(`${job.id}: ${method} for ${s.id} (${s.clientName}) ${job.state}${opts.summary ? `: ${opts.summary}` : ''}`);
     const sub = token.onCancellationRequested(() => {
       this.opts.log(`${job.id}: cancel requested by ${s.id}`);
@@ -485,6 +503,28 @@ export class Engine {
           const model = this.requireModel();
           return this.runJob(s, 'predict', { summary: clip(p.prompt), priority: true }, token, () =>
             predict(this.model ?? model, p.prompt, p.k ?? 10),
+          );
+        },
+      },
+      'predict/batch': {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.predictBatch(raw, '') as PredictBatchParams;
+          this.requireModel();
+          return this.runJob(s, 'predict/batch', { summary: `${p.prompts.length} prompts`, priority: true }, token, (): PredictBatchResult => {
+            const model = this.requireModel();
+            const t0 = performance.now();
+            const r = predictBatch(model, p.prompts, { k: p.k, targets: p.targets, unedited: p.unedited });
+            return { model: model.name, backend: model.backend, unedited: p.unedited === true, ...r, seconds: (performance.now() - t0) / 1000 };
+          });
+        },
+      },
+      'specificity/check': {
+        run: (s, raw, token) => {
+          const p = SCHEMAS.specificityCheck(raw, '') as SpecificityCheckParams;
+          this.requireModel();
+          // Reads the weights only, in one synchronous pass: it may run beside a long job, like predict.
+          return this.runJob(s, 'specificity/check', { summary: `${p.prompts.length} prompts`, priority: true }, token, () =>
+            checkSpecificity(this.requireModel(), p.prompts, { k: p.k }),
           );
         },
       },
