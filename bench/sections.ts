@@ -6,5 +6,6 @@ import type { Section } from './types.js';
 import { forwardSection } from './forward.js';
 import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
+import { specificitySection } from './specificity.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, specificitySection];

@@ -21,7 +21,8 @@ import { modelContentHash } from '../engine/edit/hash.js';
 import type { EditRecord } from '../engine/edit/types.js';
 import type { LoadedModel } from '../engine/model/load.js';
 import { checkFileKind, checkFilePrompts } from '../formats/check-prompts.js';
-import { ModelLoad, PredictBatch, SpecificityCheckRequest } from '../engine/protocol.js';
+import { EditApply, EditRevert, EvalRun, ModelLoad, PredictBatch, SpecificityCheckRequest } from '../engine/protocol.js';
+import { runEvaluation, evaluationSummary } from '../engine/eval/run.js';
 import type { EngineClient } from '../engine/client/index.js';
 import { model as sharedModel } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
@@ -260,6 +261,60 @@ describe('over the engine protocol', () => {
       client.request(SpecificityCheckRequest, { prompts: [{ prompt: 'x', subject: 3 as unknown as string }] }),
       (e: Error & { data?: { field?: string } }) => e.data?.field === 'prompts[0].subject',
     );
+  });
+});
+
+describe('eval/run and factlens eval: one evaluation', () => {
+  let client: EngineClient;
+  before(async () => {
+    ({ client } = await spawnClient({ requestTimeoutMs: 240_000 }));
+    await client.request(ModelLoad, {});
+  });
+  after(async () => {
+    await client?.stop();
+  });
+
+  test('dataset mode: the engine answers what the CLI prints', async () => {
+    const file = path.join(SAMPLES, 'counterfact.json');
+    const server = await client.request(EvalRun, { dataset: file, method: 'none' });
+    const out: string[] = [];
+    const { main } = await import('../engine/cli/main.js');
+    const code = await main(['eval', '--dataset', file, '--method', 'none', '--json', ...(process.env.FACTLENS_TEST_BACKEND ? ['--backend', process.env.FACTLENS_TEST_BACKEND] : [])], {
+      stdout: { write: (x: string) => out.push(x) },
+      stderr: { write: () => {} },
+      env: process.env,
+    });
+    assert.equal(code, 0);
+    const cli = JSON.parse(out.join(''));
+    assert.equal(server.mode, 'dataset');
+    assert.deepEqual(server, cli);
+  });
+
+  test('applied-edits mode: ES before/after of the applied edit, the same numbers in process', async () => {
+    const m = await sharedModel();
+    const rec = rankOneRecord(m, 0.5, 7, 'David Stan', 'Nairobi');
+    rec.request = { prompt: '{} was born in', subject: 'David Stan', target: 'Nairobi', targetTrue: 'Salvador' };
+    await client.request(EditApply, { record: rec });
+    try {
+      const dataset = path.join(SAMPLES, 'counterfact.json');
+      const r = await client.request(EvalRun, { edits: [], dataset });
+      assert.equal(r.mode, 'applied');
+      assert.equal(r.n, 1);
+      assert.deepEqual((r.edits as Array<{ label: string }>).map((e) => e.label), ['David Stan → Nairobi']);
+      // The sample's record for David Stan → Nairobi lends its paraphrases and neighbours.
+      assert.deepEqual(r.counts, { records: 1, paraphrase: 1, neighborhood: 1, generation: 0 });
+      applyEdit(m, rec);
+      try {
+        const local = evaluationSummary(await runEvaluation(m, { edits: [], dataset }), m, 'rome');
+        assert.deepEqual(r, local);
+      } finally {
+        revertAllEdits(m);
+      }
+      await assert.rejects(client.request(EvalRun, { edits: ['nope'] }), (e: Error & { data?: { field?: string } }) => e.data?.field === 'edits');
+    } finally {
+      await client.request(EditRevert, { id: rec.id });
+    }
+    await assert.rejects(client.request(EvalRun, {}), (e: Error & { data?: { field?: string } }) => e.data?.field === 'dataset');
   });
 });
 
