@@ -1,9 +1,11 @@
 /**
- * Wire types of batched prediction and of specificity checks (what the applied edits did to a
- * set of prompts). The requests themselves are declared in engine/protocol.ts; the engine's
- * implementation (engine/predict-batch.ts, engine/specificity/) imports these types.
+ * Batched prediction and specificity checks (what the applied edits did to a set of prompts):
+ * `predict/batch`, `specificity/check`. The engine's implementation (engine/predict-batch.ts,
+ * engine/specificity/) imports these types.
  */
-import type { Candidate } from '../predict.js';
+import { RequestType } from 'vscode-jsonrpc';
+import type { EngineErrorData } from './errors.js';
+import type { Candidate } from './predict.js';
 
 export interface PredictBatchParams {
   /** The prompts (at most 10,000); each is answered as `predict` would answer it alone. */
@@ -108,3 +110,12 @@ export interface SpecificityCheckResult {
   cachedBefore: number;
   seconds: number;
 }
+
+/** Many prompts in padded forward passes; each answered as `predict` answers it alone. Jumps the queue like predict. */
+export const PredictBatch = new RequestType<PredictBatchParams, PredictBatchResult, EngineErrorData>('predict/batch');
+
+/**
+ * Before (unedited, cached per model content hash and prompt) and after (with the applied edits)
+ * answers of prompts, each classified: unchanged, collateral, moved, not-reached.
+ */
+export const SpecificityCheckRequest = new RequestType<SpecificityCheckParams, SpecificityCheckResult, EngineErrorData>('specificity/check');
