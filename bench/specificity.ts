@@ -99,8 +99,8 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
       columns: ['case', 'batched (predict/batch chunks)', 'one prompt at a time (predict)', 'speed-up (median)'],
       rows: rows.map((r) => [r.what, bm(r.batched.bestMs, r.batched.medianMs), bm(r.single.bestMs, r.single.medianMs), `${sig(r.single.medianMs / r.batched.medianMs)}×`]),
       notes: [
-        `The edit (France → Tokyo, layer 3) left ${last.unchanged}/${last.unrelated} unrelated prompts unchanged; ` +
-          `${last.checks.filter((c) => c.verdict === 'moved').length}/${last.total - last.unrelated} prompts about France moved to the new target.`,
+        `The edit (France → Tokyo, layer 3) left ${last.unchanged}/${last.others} other prompts unchanged; ` +
+          `${last.checks.filter((c) => c.verdict === 'moved').length}/${last.total - last.others} prompts of the edited fact moved to the new target.`,
       ],
     });
     out.notes.push(

@@ -59,6 +59,6 @@ describe('specificity presentation', () => {
   });
 
   test('status bar', () => {
-    assert.equal(statusText({ unchanged: 23, unrelated: 24 }), 'specificity 23/24 unchanged');
+    assert.equal(statusText({ unchanged: 23, others: 24 }), 'specificity 23/24 unchanged');
   });
 });

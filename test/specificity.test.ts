@@ -129,7 +129,7 @@ describe('related / changed classification', () => {
     assert.ok(namesSubject("France's capital is", 'France'));
     assert.ok(!namesSubject('NewFrance is', 'France'));
   });
-  test('verdicts: unchanged, collateral, moved, not-reached', () => {
+  test('verdicts: unchanged, collateral, moved, not-reached; other facts of an edited subject should not move', () => {
     const e1 = [edited[0]];
     assert.deepEqual(classifyCheck([], 5, 5), { related: false, changed: false, verdict: 'unchanged' });
     assert.deepEqual(classifyCheck([], 5, 6), { related: false, changed: true, verdict: 'collateral' });
@@ -138,6 +138,13 @@ describe('related / changed classification', () => {
     assert.deepEqual(classifyCheck(e1, 5, 5), { related: true, changed: false, verdict: 'not-reached' });
     // Already the new target before: it is where the edit wants it.
     assert.deepEqual(classifyCheck(e1, 10, 10), { related: true, changed: false, verdict: 'moved' });
+    // With the true object known (5), a prompt about France that answered something else asks
+    // another fact of France: it should keep its answer.
+    const withTrue = [{ ...edited[0], targetTrueId: 5 }];
+    assert.deepEqual(classifyCheck(withTrue, 5, 10), { related: true, changed: true, verdict: 'moved' });
+    assert.deepEqual(classifyCheck(withTrue, 5, 7), { related: true, changed: true, verdict: 'not-reached' });
+    assert.deepEqual(classifyCheck(withTrue, 8, 8), { related: true, changed: false, verdict: 'unchanged' });
+    assert.deepEqual(classifyCheck(withTrue, 8, 9), { related: true, changed: true, verdict: 'collateral' });
   });
   test('edit labels: subject → new target; a batch names its count', () => {
     const base = { id: 'x', method: 'memit' as const, layers: [1], deltas: [], info: {}, modelHash: '', createdAt: '' };
@@ -194,7 +201,7 @@ describe('checkSpecificity', () => {
     assert.equal(r1.cachedBefore, 0);
     assert.equal(r1.edits.length, 0);
     assert.ok(r1.checks.every((c) => !c.changed && c.verdict === 'unchanged' && c.before.token === c.after.token));
-    assert.equal(r1.unchanged, r1.unrelated);
+    assert.equal(r1.unchanged, r1.others);
     const r2 = checkSpecificity(m, prompts, { cache });
     assert.equal(r2.cachedBefore, prompts.length);
     assert.deepEqual(r2.checks, r1.checks);
@@ -225,7 +232,8 @@ describe('checkSpecificity', () => {
       assert.equal(r.checks[0].related, true);
       const japan = targetTokenId(m, 'Japan');
       assert.equal(r.checks[0].verdict, r.checks[0].after.top[0].id === japan ? 'moved' : 'not-reached');
-      assert.equal(r.unrelated, r.checks.filter((c) => !c.related).length);
+      // The record names no true target: every prompt about France asks the edited fact.
+      assert.equal(r.others, r.checks.filter((c) => !c.related).length);
       assert.equal(r.unchanged, r.checks.filter((c) => !c.related && !c.changed).length);
       assert.deepEqual(listEdits(m).map((e) => e.id), [rec.id]);
     } finally {
@@ -367,7 +375,7 @@ describe('factlens edit --check-file (the built CLI)', () => {
   test('without --json: a table with file:line; bad check files are clear errors', async () => {
     const r = await run([...EDIT, '--check-file', FILES[0], ...backend]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /specificity: \d+\/\d+ unrelated prompts unchanged/);
+    assert.match(r.stdout, /specificity: \d+\/\d+ other prompts unchanged/);
     assert.match(r.stdout, /samples\/capitals\.prompts:5 +"The capital of France is" +" Paris" 99\.9%/);
     const missing = await run([...EDIT, '--check-file', 'samples/nope.prompts']);
     assert.equal(missing.code, 1);

@@ -86,11 +86,11 @@ export function formatChecks(result: SpecificityCheckResult, rows: CheckRow[]): 
   ]);
   const widths = head.map((h, c) => Math.max(h.length, ...body.map((r) => r[c].length)));
   const fmt = (r: string[]) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd();
-  const related = result.total - result.unrelated;
+  const asked = result.total - result.others;
   const moved = result.checks.filter((c) => c.verdict === 'moved').length;
   return [
-    `specificity: ${result.unchanged}/${result.unrelated} unrelated prompts unchanged; ${moved}/${related} prompts about the edited subject moved to the new target`,
-    '(! an unrelated answer changed, + moved to the new target, ? about the edited subject but not moved)',
+    `specificity: ${result.unchanged}/${result.others} other prompts unchanged; ${moved}/${asked} prompts of the edited fact moved to the new target`,
+    '(! another answer changed, + moved to the new target, ? asks the edited fact but did not move)',
     fmt(head),
     ...body.map(fmt),
   ].join('\n') + '\n';

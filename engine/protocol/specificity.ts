@@ -58,12 +58,14 @@ export interface SpecificityCheckParams {
 }
 
 /**
- * What the applied edits did to one prompt:
- *  - `unchanged`: not about an edited subject, same top-1 token;
- *  - `collateral`: not about an edited subject, but its top-1 token changed (collateral damage);
- *  - `moved`: about an edited subject, and its top-1 token is now that edit's new target;
- *  - `not-reached`: about an edited subject, but its top-1 token is not the new target (the
- *    edit does not reach this phrasing).
+ * What the applied edits did to one prompt. A prompt *asks the edited fact* when it is about an
+ * edited subject and (where the edit names its true object) the unedited model answered that
+ * object; other prompts about the subject ask its other facts.
+ *  - `unchanged`: does not ask an edited fact, same top-1 token;
+ *  - `collateral`: does not ask an edited fact, but its top-1 token changed (collateral damage);
+ *  - `moved`: asks an edited fact, and its top-1 token is now that edit's new target;
+ *  - `not-reached`: asks an edited fact, but its top-1 token is not the new target (the edit
+ *    does not reach this phrasing).
  */
 export type CheckVerdict = 'unchanged' | 'collateral' | 'moved' | 'not-reached';
 
@@ -102,9 +104,9 @@ export interface AppliedEditSummary {
 export interface SpecificityCheckResult {
   edits: AppliedEditSummary[];
   checks: SpecificityCheck[];
-  /** Specificity: of the `unrelated` checks (not about an edited subject), how many kept their top-1 token. */
+  /** Specificity: of the `others` (checks that do not ask an edited fact), how many kept their top-1 token. */
   unchanged: number;
-  unrelated: number;
+  others: number;
   total: number;
   /** Prompts whose "before" answer came from the cache (no forward pass). */
   cachedBefore: number;

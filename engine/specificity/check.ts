@@ -92,7 +92,12 @@ export function checkSpecificity(model: LoadedModel, prompts: SpecificityPrompt[
     afterTops = rows.map((r) => topK(r, k, model));
   }
   const edited: EditedSubject[] = records.flatMap((r) =>
-    recordRequests(r).map((q) => ({ editId: r.id, subject: q.subject, targetId: targetTokenId(model, q.target) })),
+    recordRequests(r).map((q) => ({
+      editId: r.id,
+      subject: q.subject,
+      targetId: targetTokenId(model, q.target),
+      ...(q.targetTrue ? { targetTrueId: targetTokenId(model, q.targetTrue) } : {}),
+    })),
   );
   const allIds = records.map((r) => r.id);
   const checks = prompts.map((p, i): SpecificityCheck => {
@@ -107,12 +112,12 @@ export function checkSpecificity(model: LoadedModel, prompts: SpecificityPrompt[
       edits: rel.length ? [...new Set(rel.map((e) => e.editId))] : allIds,
     };
   });
-  const unrelated = checks.filter((c) => !c.related);
+  const others = checks.filter((c) => c.verdict === 'unchanged' || c.verdict === 'collateral');
   return {
     edits: records.map(summarizeEdit),
     checks,
-    unchanged: unrelated.filter((c) => c.verdict === 'unchanged').length,
-    unrelated: unrelated.length,
+    unchanged: others.filter((c) => c.verdict === 'unchanged').length,
+    others: others.length,
     total: checks.length,
     cachedBefore: before.cached,
     seconds: (performance.now() - t0) / 1000,

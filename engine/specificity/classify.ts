@@ -44,11 +44,13 @@ export function namesSubject(text: string, subject: string): boolean {
   return false;
 }
 
-/** An edited subject with its new target's first token id (what `moved` compares against). */
+/** An edited subject with its targets' first token ids (what the verdicts compare against). */
 export interface EditedSubject {
   editId: string;
   subject: string;
   targetId: number;
+  /** The true object's first token, when the edit names one. */
+  targetTrueId?: number;
 }
 
 /** The edited subjects a prompt is about. */
@@ -61,12 +63,20 @@ export function relatedEdits(prompt: string, subject: string | null | undefined,
 }
 
 /**
- * The verdict of one prompt from its top-1 token before and after: an unrelated prompt should
- * keep its answer; a related one should now answer one of its edits' new targets.
+ * The verdict of one prompt from its top-1 token before and after. A prompt asks the edited
+ * fact when it is about an edited subject and, where the edit names the true object, the
+ * unedited model answered that object (so "The capital of France is" is the fact of an edit
+ * France: Paris → Tokyo, but "The official language of France is" is another fact of the same
+ * subject); such a prompt should now answer the new target (`moved`, else `not-reached`).
+ * Every other prompt should keep its answer (`unchanged`, else `collateral`).
  */
-export function classifyCheck(related: EditedSubject[], beforeTop: number, afterTop: number): { related: boolean; changed: boolean; verdict: CheckVerdict } {
+export function classifyCheck(
+  related: EditedSubject[],
+  beforeTop: number,
+  afterTop: number,
+): { related: boolean; changed: boolean; verdict: CheckVerdict } {
   const changed = beforeTop !== afterTop;
-  if (!related.length) return { related: false, changed, verdict: changed ? 'collateral' : 'unchanged' };
-  const moved = related.some((e) => e.targetId === afterTop);
-  return { related: true, changed, verdict: moved ? 'moved' : 'not-reached' };
+  const asked = related.filter((e) => e.targetTrueId === undefined || e.targetTrueId === beforeTop || e.targetId === beforeTop);
+  if (!asked.length) return { related: related.length > 0, changed, verdict: changed ? 'collateral' : 'unchanged' };
+  return { related: true, changed, verdict: asked.some((e) => e.targetId === afterTop) ? 'moved' : 'not-reached' };
 }

@@ -138,7 +138,7 @@ export class SpecificityController implements vscode.Disposable, vscode.CodeActi
     this.inFlight?.cancel();
     if (this.host.edits && this.host.edits.length === 0) {
       this.clear();
-      return { edits: [], checks: [], unchanged: 0, unrelated: 0, total: 0, cachedBefore: 0, seconds: 0 };
+      return { edits: [], checks: [], unchanged: 0, others: 0, total: 0, cachedBefore: 0, seconds: 0 };
     }
     const located: Located[] = [];
     const seen = new Set<string>();
@@ -201,7 +201,7 @@ export class SpecificityController implements vscode.Disposable, vscode.CodeActi
       this.diagnostics.set(vscode.Uri.parse(key), diags);
     }
     this.status.text = `$(beaker) ${statusText(r)}`;
-    this.status.tooltip = `Fact Lens: of ${r.unrelated} prompts not about an edited subject, ${r.unchanged} keep their answer (${r.total} prompts checked; applied: ${r.edits.map((e) => e.label).join(', ')}). Click to check again.`;
+    this.status.tooltip = `Fact Lens: of ${r.others} prompts that do not ask an edited fact, ${r.unchanged} keep their answer (${r.total} prompts checked; applied: ${r.edits.map((e) => e.label).join(', ')}). Click to check again.`;
     this.status.show();
     this.render();
     return r;

@@ -92,7 +92,7 @@ export function hoverMarkdown(c: SpecificityCheck, edits: readonly AppliedEditSu
   return [`**Fact Lens specificity**: ${verdict}`, '', ...rows, '', `Applied edits:`, applied].join('\n');
 }
 
-/** `specificity 23/24 unchanged`: unrelated prompts that kept their top-1 token, of all unrelated ones. */
-export function statusText(r: Pick<SpecificityCheckResult, 'unchanged' | 'unrelated'>): string {
-  return `specificity ${r.unchanged}/${r.unrelated} unchanged`;
+/** `specificity 23/24 unchanged`: prompts that do not ask an edited fact and kept their top-1 token, of all such prompts. */
+export function statusText(r: Pick<SpecificityCheckResult, 'unchanged' | 'others'>): string {
+  return `specificity ${r.unchanged}/${r.others} unchanged`;
 }
