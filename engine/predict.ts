@@ -4,6 +4,7 @@ import type { LoadedModel } from './model/load.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
 import { FactLensError } from './errors.js';
+import { checkFinite } from './runtime/finite.js';
 import { tidyData } from './util/scope.js';
 
 import type { Candidate, Prediction } from './protocol/predict.js';
@@ -29,6 +30,7 @@ export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt
 export function nextTokenLogprobs(model: LoadedModel, rows: number[][]): Float32Array[] {
   const batch = padBatch(rows, 'right');
   const flat = tidyData(() => tf.logSoftmax(forward(model, batch).logits!));
+  checkFinite(model, flat, rows, 'the next-token log-probabilities');
   const v = model.config.vocabSize;
   return rows.map((_, r) => flat.slice(r * v, (r + 1) * v));
 }

@@ -3,9 +3,8 @@
  * `.jsonl` files (formats/check-prompts.ts, the extension's reading), checked before and after
  * the edit (engine/specificity/check.ts), as JSON rows or a table.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { FactLensError } from '../errors.js';
+import { FactLensError, isFactLensError } from '../errors.js';
+import { readRegularText } from '../util/files.js';
 import type { LoadedModel } from '../model/load.js';
 import { checkSpecificity } from '../specificity/check.js';
 import type { SpecificityCheckResult } from '../protocol/specificity.js';
@@ -39,9 +38,11 @@ export function readCheckFiles(files: string[], log: (line: string) => void, com
     if (!kind) throw new UsageError(`--check-file ${file}: expected a .prompts, .json or .jsonl file`, command);
     let text: string;
     try {
-      text = fs.readFileSync(path.resolve(file), 'utf8');
-    } catch {
-      throw new FactLensError('FILE_MISSING', `check file ${file} does not exist or cannot be read`, { file, field: 'check-file' });
+      // Only regular files (engine/util/files.ts): a FIFO would hang the command.
+      text = readRegularText(file, 'check-file');
+    } catch (e) {
+      if (isFactLensError(e)) throw new FactLensError(e.code, `check file ${e.message}`, { ...e.data, file, field: 'check-file' });
+      throw e;
     }
     const r = checkFilePrompts(text, kind);
     if (!r.recognised) {

@@ -41,7 +41,7 @@ import type { LoadedModel } from '../model/load.js';
 import { readFacts, traceAverage } from '../trace/average.js';
 import type { JobControl } from '../util/jobs.js';
 import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
-import { cacheRoot, fileHash, modelContentHash, readJsonCache, shortHash, writeAtomic } from './hash.js';
+import { cacheRoot, fileHash, modelContentHash, readJsonCache, shortHash, writeJsonCache } from './hash.js';
 
 export interface RomeHparams {
   layer: number;
@@ -211,7 +211,7 @@ export async function chooseLayer(model: LoadedModel, opts: LayerChoiceOptions =
   };
   if (useCache) {
     try {
-      writeAtomic(file, JSON.stringify(choice, null, 1));
+      writeJsonCache(file, choice);
     } catch {
       /* recompute next time */
     }

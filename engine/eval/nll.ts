@@ -12,6 +12,7 @@
  * concatenate the ids, which is what that assumption means (and is exact for GPT-2's BPE when
  * the target starts with a space, since pre-tokenization splits before " word").
  */
+import { FactLensError } from '../errors.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type { DecoderModel } from '../runtime/decoder-forward.js';
 import { forward } from '../runtime/forward.js';
@@ -67,7 +68,11 @@ export function scoreItems(model: DecoderModel, items: ScoreItem[], opts: ScoreO
         row = rows.length;
         rows.push([...it.prefix, ...need]);
         if (rows[row].length > model.config.nCtx) {
-          throw new Error(`scoreItems: item ${i} has ${rows[row].length} tokens; the context is ${model.config.nCtx}`);
+          throw new FactLensError('PROMPT_TOO_LONG', `item ${i} with its target is ${rows[row].length} tokens; the context is ${model.config.nCtx}`, {
+            field: 'prompt',
+            tokens: rows[row].length,
+            limit: model.config.nCtx,
+          });
         }
         mine.push(row);
       }

@@ -10,7 +10,6 @@
  *    neighbourhood prompts of the dataset's records with the same subject and new target, when
  *    a dataset is given. Nothing is edited or reverted.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
@@ -21,6 +20,7 @@ import { uneditedView } from '../predict-batch.js';
 import { recordRequests, summarizeEdit } from '../specificity/classify.js';
 import type { AppliedEditSummary } from '../protocol/specificity.js';
 import type { JobControl } from '../util/jobs.js';
+import { readRegularText } from '../util/files.js';
 import {
   evaluateCounterFact,
   isSkipped,
@@ -38,19 +38,17 @@ import { wireMethod, type EvalMethod } from './methods.js';
 export type DatasetKind = 'counterfact' | 'zsre';
 
 export function readDataset(file: string): unknown[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist or cannot be read`, { file, field: 'dataset' });
-  }
+  // Only regular files (a FIFO would block the engine's request loop): engine/util/files.ts.
+  const text = readRegularText(file, 'dataset');
   const trimmed = text.trim();
   if (trimmed.startsWith('[')) {
     let doc: unknown;
     try {
       doc = JSON.parse(trimmed);
     } catch (e) {
-      throw new FactLensError('INVALID_ARGUMENT', `dataset ${file} is not valid JSON: ${(e as Error).message}`, { file, field: 'dataset' });
+      // The position only, never the text: on a socket engine the client may not be allowed to read the file.
+      const at = /position \d+|line \d+ column \d+/.exec((e as Error).message)?.[0];
+      throw new FactLensError('INVALID_ARGUMENT', `dataset ${file} is not valid JSON${at ? ` (at ${at})` : ''}`, { file, field: 'dataset' });
     }
     if (!Array.isArray(doc)) throw new FactLensError('INVALID_ARGUMENT', `dataset ${file}: expected a JSON array of records`, { file, field: 'dataset' });
     return doc;

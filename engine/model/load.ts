@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { openCheckpoint } from './checkpoint.js';
 import { adapterFor } from './adapters/index.js';
+import { validateConfig } from './validate.js';
 import type { ArchitectureAdapter } from './adapters/types.js';
 import type { DecoderConfig, DecoderWeights } from './decoder.js';
 import { loadTokenizer } from '../tokenizer/index.js';
@@ -54,6 +55,7 @@ export async function loadModel(opts: LoadOptions = {}): Promise<LoadedModel> {
   const configFile = path.join(dir, 'config.json');
   const adapter = adapterFor(ckpt.config, configFile);
   const config = adapter.parseConfig(ckpt.config, configFile);
+  validateConfig(config, ckpt.config, configFile, ckpt);
   const params = ckpt.parameterCount();
   checkFits(params, config.vocabSize * config.dModel, backend, dir);
   const tokenizer = opts.withoutTokenizer ? nullTokenizer(config) : loadTokenizer(dir);

@@ -17,6 +17,7 @@ import type {
   StatsComputeParams,
   StatsComputeResult,
 } from '../protocol.js';
+import { readRegularText } from '../util/files.js';
 
 export interface EditFeature {
   compute(model: LoadedModel, request: EditRequest, options: EditComputeOptions, control: JobControl): Promise<EditRecord>;

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { Rng } from '../util/rng.js';
+import { readRegularText } from '../util/files.js';
 import { tidyData } from '../util/scope.js';
 
 /** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
@@ -16,7 +17,7 @@ export function modelSubjects(dir: string): { subjects: string[]; source: string
   const facts = path.join(dir, 'facts.jsonl');
   if (fs.existsSync(facts)) {
     const subjects: string[] = [];
-    fs.readFileSync(facts, 'utf8')
+    readRegularText(facts)
       .split('\n')
       .forEach((line) => {
         if (!line.trim()) return;
@@ -28,7 +29,7 @@ export function modelSubjects(dir: string): { subjects: string[]; source: string
   }
   const list = path.join(dir, 'subjects.txt');
   if (fs.existsSync(list)) {
-    const subjects = fs.readFileSync(list, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean);
+    const subjects = readRegularText(list).split('\n').map((s) => s.trim()).filter(Boolean);
     return { subjects: [...new Set(subjects)], source: `subjects.txt of ${path.basename(dir)}` };
   }
   return null;

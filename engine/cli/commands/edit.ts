@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { disposeModel } from '../../model/load.js';
-import { applyEdit, computeEdit, revertAllEdits, saveModel } from '../../edit/index.js';
+import { applyEdit, checkSaveDestination, computeEdit, revertAllEdits, saveModel } from '../../edit/index.js';
 import { greedyContinuations, probePrompts, type PromptProbe } from '../../edit/probe.js';
 import type { EditMethod, EditRecord } from '../../edit/types.js';
 import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
@@ -19,7 +19,7 @@ export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
 export const usage =
   'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
-  '[--formula consistent|reference] [--check "<prompt>"]... [--check-file FILE]... [--save DIR] [--record FILE] [--model DIR] [--json]';
+  '[--formula consistent|reference] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
 export const description =
   'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
   'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
@@ -27,7 +27,9 @@ export const description =
   'The true target defaults to the model\'s top next token before the edit.\n' +
   'The second-moment statistics (first edit at a layer: minutes on a large corpus) and the context\n' +
   'templates are cached under $FACTLENS_CACHE_DIR (default ~/.cache/factlens) and reused.\n' +
-  '--save writes the edited model as a checkpoint folder (float32 safetensors) that --model reads.\n' +
+  '--save writes the edited model as a checkpoint folder (float32 safetensors) that --model reads; it\n' +
+  'refuses the loaded model\'s folder (also through a symlink) and a folder that is not empty\n' +
+  '(unless --force), checks this before computing, and verifies the folder by reading it back.\n' +
   '--check-file (a .prompts file, or CounterFact .json/.jsonl: rewrite, paraphrase and neighbourhood prompts)\n' +
   'compares the top-1 answer of every prompt before and after the edit: `related` when the prompt is about\n' +
   'the edited subject, `changed` when its top-1 token differs. With --json the result gains `checks`.';
@@ -47,7 +49,8 @@ export const options: OptionsSpec = {
   'stats-samples': { type: 'string', valueName: 'N', description: 'documents for the statistics [default: all, at most 100000]' },
   'stats-npz': { type: 'string', valueName: 'FILE', description: 'import the reference implementation\'s mom2 .npz instead' },
   tokens: { type: 'string', valueName: 'N', description: 'greedy generation length', default: '20' },
-  save: { type: 'string', valueName: 'DIR', description: 'save the edited model to this folder' },
+  save: { type: 'string', valueName: 'DIR', description: 'save the edited model to this folder (a new or empty one)' },
+  force: { type: 'boolean', description: 'with --save: replace the checkpoint files of a folder that is not empty' },
   record: { type: 'string', valueName: 'FILE', description: 'write the edit record (JSON) to this file' },
   ...outputOptions,
 };
@@ -67,18 +70,31 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const samples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
   const tokens = intOption(args.values.tokens, 'tokens', 20, name, 0);
   const checks = (args.values.check as string[] | undefined) ?? [];
+  const saveTo = typeof args.values.save === 'string' ? args.values.save : undefined;
+  const force = args.values.force === true;
+  if (force && saveTo === undefined) throw new UsageError('--force only applies to --save', name);
   // Read the check files before loading the model, so a bad file fails fast.
   const checkFiles = readCheckFiles((args.values['check-file'] as string[] | undefined) ?? [], io.log, name);
   const model = await loadModelFromArgs(args, io);
   try {
+    // Refuse a bad destination now, not after minutes of computing.
+    if (saveTo !== undefined) checkSaveDestination(model, saveTo, { force });
     const t0 = performance.now();
     const filled = prompt.includes('{}') ? prompt.replace('{}', subject) : prompt;
     const prompts = [filled, ...checks];
     // The true target defaults to the model's own top next token before the edit.
-    const top0 = probePrompts(model, [filled], [])[0].top.token;
+    const fields = {
+      prompts: ['--prompt', ...checks.map((_, i) => `--check ${i + 1}`)],
+      targets: ['--target', '--target-true'],
+    };
+    const top0 = probePrompts(model, [filled], [], fields)[0].top.token;
     const targetTrue = typeof args.values['target-true'] === 'string' ? args.values['target-true'] : top0.trim() || top0;
+    if (target.trim() === targetTrue.trim()) {
+      const whose = typeof args.values['target-true'] === 'string' ? 'the --target-true you gave' : "the model's answer now (its top next token)";
+      throw new UsageError(`--target "${target.trim()}" is already ${whose} after ${JSON.stringify(filled)}: there is nothing to edit`, name);
+    }
     const targets = [target, targetTrue];
-    const before = probePrompts(model, prompts, targets);
+    const before = probePrompts(model, prompts, targets, fields);
     const genBefore = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
     // Progress lines: at most one a second, plus every change of phase.
     let lastPhase = '';
@@ -112,11 +128,11 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
     );
     applyEdit(model, record);
-    const after = probePrompts(model, prompts, targets);
+    const after = probePrompts(model, prompts, targets, fields);
     const genAfter = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
     let saved: string | undefined;
-    if (typeof args.values.save === 'string') {
-      const s = saveModel(model, args.values.save);
+    if (saveTo !== undefined) {
+      const s = saveModel(model, saveTo, { force });
       saved = s.dir;
       io.log(`saved the edited model to ${s.dir} (${(s.bytes / 1e6).toFixed(1)} MB)`);
     }

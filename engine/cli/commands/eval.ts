@@ -17,9 +17,10 @@ import type { CounterFactResult } from '../../eval/counterfact.js';
 import type { ZsreResult } from '../../eval/zsre.js';
 import { datasetKind, evaluationSummary, readDataset, runEvaluation } from '../../eval/run.js';
 import type { JobControl } from '../../util/jobs.js';
-import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { intOption, layerListOption, numberOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
+import { readRegularText } from '../../util/files.js';
 
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
@@ -94,9 +95,7 @@ function formatSkipped(s: Array<{ index: number; reason: string }>): string {
 
 function floatOption(v: unknown, opt: string): number | undefined {
   if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--${opt} needs a positive number, not '${v}'`, name);
-  return x;
+  return numberOption(v, opt, { positive: true }, name);
 }
 
 export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
