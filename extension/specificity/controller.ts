@@ -216,9 +216,12 @@ export class SpecificityController implements vscode.Disposable, vscode.CodeActi
         const opts = list
           .filter((x) => x.check.verdict === v)
           .map((x): vscode.DecorationOptions => {
-            const end = ed.document.lineAt(Math.min(x.entry.line, ed.document.lineCount - 1)).range.end;
+            // The prompt's text to the end of its line: hovering the prompt shows the details,
+            // and the after-text sits at the line's end.
+            const line = ed.document.lineAt(Math.min(x.entry.line, ed.document.lineCount - 1));
+            const range = new vscode.Range(line.lineNumber, Math.min(x.entry.column, line.range.end.character), line.lineNumber, line.range.end.character);
             const md = new vscode.MarkdownString(hoverMarkdown(x.check, this.edits));
-            return { range: new vscode.Range(end, end), hoverMessage: md, renderOptions: { after: { contentText: decorationText(x.check) } } };
+            return { range, hoverMessage: md, renderOptions: { after: { contentText: decorationText(x.check) } } };
           });
         ed.setDecorations(this.types[v], opts);
       }
