@@ -2,7 +2,7 @@
 import * as vscode from 'vscode';
 import type { TraceSettings } from '../webviews/trace/protocol.js';
 
-export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
+export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'webgpu' | 'native' | 'wasm' | 'cpu';
 
 export interface FactLensConfig {
   /** Model folder; empty: the embedded tinyworld model. */

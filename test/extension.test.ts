@@ -70,7 +70,7 @@ describe('manifest', () => {
     for (const k of ['factlens.model.folder', 'factlens.engine.backend', 'factlens.trace.samples', 'factlens.trace.noise', 'factlens.trace.window']) {
       assert.ok(props[k], k);
     }
-    assert.deepEqual(props['factlens.engine.backend'].enum, ['auto', 'node-gpu', 'node', 'wasm', 'cpu']);
+    assert.deepEqual(props['factlens.engine.backend'].enum, ['auto', 'node-gpu', 'node', 'webgpu', 'native', 'wasm', 'cpu']);
     const config = read('extension/config.ts');
     for (const k of Object.keys(props)) {
       if (k === 'factlens.codeLens.enabled' || k === 'factlens.engine.startOnActivation') continue;
