@@ -17,6 +17,7 @@ import { factsOf, PromptCodeLensProvider, PromptDiagnostics, PROMPTS_LANGUAGE } 
 import { EngineStatusBar, engineMenu, selectModel } from './statusBar.js';
 import { TraceRunner } from './traceCommand.js';
 import { TracePanel } from './tracePanel.js';
+import { SpecificityController } from './specificity/controller.js';
 
 let engine: EngineService | undefined;
 
@@ -80,6 +81,12 @@ export function activate(context: vscode.ExtensionContext): FactLensApi {
   });
   command('factlens.showLog', () => log.show());
   command('factlens.engineMenu', () => engineMenu(e));
+  // Specificity beside the code: decorations, Problems and the status-bar summary follow the applied edits.
+  const specificity = new SpecificityController(e);
+  context.subscriptions.push(specificity);
+  command('factlens.checkSpecificity', () => specificity.checkNow(true));
+  command('factlens.specificity.revertEdit', (id) => specificity.revert(String(id)));
+  command('factlens.specificity.showEditDiff', (id) => specificity.showEditDiff(String(id)));
   command('factlens.openSettings', () => vscode.commands.executeCommand('workbench.action.openSettings', '@ext:factlens.fact-lens'));
 
   context.subscriptions.push(
