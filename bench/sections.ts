@@ -8,5 +8,6 @@ import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
 import { computeSection } from './compute.js';
 import { xlSection } from './xl.js';
+import { specificitySection } from './specificity.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection, specificitySection];

@@ -14,6 +14,8 @@ export interface FactLensConfig {
   window: number;
   /** Documents for edit statistics; 0: the whole corpus (the engine's default). */
   statsSamples: number;
+  /** Inline before → after decorations of specificity checks. */
+  specificityDecorations: boolean;
 }
 
 export function readConfig(): FactLensConfig {
@@ -28,6 +30,7 @@ export function readConfig(): FactLensConfig {
     noise: noiseRaw === '3sigma' || noiseRaw === '' || !Number.isFinite(noiseNum) ? '3sigma' : noiseNum,
     window: Math.max(0, Math.round(c.get<number>('trace.window', 0))),
     statsSamples: Math.max(0, Math.round(c.get<number>('edit.statsSamples', 0))),
+    specificityDecorations: c.get<boolean>('specificity.decorations', true),
   };
 }
 

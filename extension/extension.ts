@@ -22,6 +22,7 @@ import { EditRunner } from './editCommand.js';
 import { EDITS_VIEW_ID, editIdOf, EditsTreeProvider } from './editsTree.js';
 import { TraceRunner } from './traceCommand.js';
 import { TracePanel } from './tracePanel.js';
+import { SpecificityController } from './specificity/controller.js';
 
 let engine: EngineService | undefined;
 
@@ -122,6 +123,12 @@ export function activate(context: vscode.ExtensionContext): FactLensApi {
   });
   command('factlens.showLog', () => log.show());
   command('factlens.engineMenu', () => engineMenu(e));
+  // Specificity beside the code: decorations, Problems and the status-bar summary follow the applied edits.
+  const specificity = new SpecificityController(e);
+  context.subscriptions.push(specificity);
+  command('factlens.checkSpecificity', () => specificity.checkNow(true));
+  command('factlens.specificity.revertEdit', (id) => specificity.revert(String(id)));
+  command('factlens.specificity.showEditDiff', (id) => specificity.showEditDiff(String(id)));
   command('factlens.openSettings', () => vscode.commands.executeCommand('workbench.action.openSettings', '@ext:factlens.fact-lens'));
 
   context.subscriptions.push(

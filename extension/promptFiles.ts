@@ -4,8 +4,8 @@
  * malformed lines, with line and column.
  */
 import * as vscode from 'vscode';
-import { parseFactFile, type FactRecord } from './prompts/counterfact.js';
-import { parsePromptFile, type PromptDiagnostic } from './prompts/parse.js';
+import { parseFactFile, type FactRecord } from '../formats/fact-file.js';
+import { parsePromptFile, type PromptDiagnostic } from '../formats/prompt-file.js';
 
 export const PROMPTS_LANGUAGE = 'prompts';
 

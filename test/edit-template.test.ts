@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseFactFile } from '../extension/prompts/counterfact.js';
+import { parseFactFile } from '../formats/fact-file.js';
 import { editInputFromPromptLine, editInputFromRecord, editInputFromText, TemplateError, templateOf } from '../extension/prompts/template.js';
 
 const ROOT = path.resolve(__dirname, '..');

@@ -16,6 +16,8 @@ import { createMessageConnection, StreamMessageWriter } from 'vscode-jsonrpc/nod
 import { FactLensError, isFactLensError } from '../errors.js';
 import { disposeModel, loadModel, type LoadedModel } from '../model/load.js';
 import { predict } from '../predict.js';
+import { predictBatch } from '../predict-batch.js';
+import { checkSpecificity } from '../specificity/check.js';
 import { activeBackend, probeBackends, type BackendName } from '../runtime/backend.js';
 import { trace } from '../trace/index.js';
 import { readFacts, traceAverage, type Fact } from '../trace/average.js';
@@ -234,7 +236,7 @@ export class Engine {
       onUpdate: (j) => s.progress(j, opts.progressToken),
     });
     const t0 = Date.now();
-    const quiet = method === 'predict';
+    const quiet = method === 'predict' || method === 'predict/batch' || method === 'specificity/check';
     if (!quiet) this.opts.log(`${job.id}: ${method} for ${s.id} (${s.clientName}) ${job.state}${opts.summary ? `: ${opts.summary}` : ''}`);
     const sub = token.onCancellationRequested(() => {
       this.opts.log(`${job.id}: cancel requested by ${s.id}`);
@@ -349,6 +351,26 @@ export class Engine {
           const model = this.requireModel();
           return this.runJob(s, 'predict', { summary: clip(p.prompt), priority: true }, token, () =>
             predict(this.model ?? model, p.prompt, p.k ?? 10),
+          );
+        },
+      },
+      'predict/batch': {
+        run: (s, p, token) => {
+          this.requireModel();
+          return this.runJob(s, 'predict/batch', { summary: `${p.prompts.length} prompts`, priority: true }, token, () => {
+            const model = this.requireModel();
+            const t0 = performance.now();
+            const r = predictBatch(model, p.prompts, { k: p.k, targets: p.targets, unedited: p.unedited });
+            return { model: model.name, backend: model.backend, unedited: p.unedited === true, ...r, seconds: (performance.now() - t0) / 1000 };
+          });
+        },
+      },
+      'specificity/check': {
+        run: (s, p, token) => {
+          this.requireModel();
+          // Reads the weights only, in one synchronous pass: it may run beside a long job, like predict.
+          return this.runJob(s, 'specificity/check', { summary: `${p.prompts.length} prompts`, priority: true }, token, () =>
+            checkSpecificity(this.requireModel(), p.prompts, { k: p.k }),
           );
         },
       },

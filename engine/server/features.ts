@@ -3,12 +3,8 @@
  * null is declared in the protocol but not in this build: the server answers its methods with
  * NOT_AVAILABLE and `initialize` lists it under capabilities.unavailable.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FactLensError } from '../errors.js';
-import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../eval/counterfact.js';
-import type { EditLoopOptions } from '../eval/loop.js';
-import { wireMethod } from '../eval/methods.js';
+import { evaluationSummary, runEvaluation } from '../eval/run.js';
 import type { LoadedModel } from '../model/load.js';
 import type { EditRecord, EditRequest } from '../edit/types.js';
 import { applyEdit, baseModel, computeEdit, greedyContinuations, layerStats, listEdits, probePrompts, revertEdit, romeHparams, saveModel } from '../edit/index.js';
@@ -100,28 +96,11 @@ export const FEATURES: Features = {
     },
   },
   eval: {
+    // The same evaluation as `factlens eval` (engine/eval/run.ts).
     async run(model, p, control) {
-      if (!p.dataset) {
-        throw new FactLensError('INVALID_ARGUMENT', 'eval/run needs a dataset: a CounterFact-format file on the engine machine', {
-          field: 'dataset',
-        });
-      }
-      const file = path.resolve(p.dataset);
-      if (!fs.existsSync(file)) throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist`, { file, field: 'dataset' });
-      let records: unknown[];
-      const text = readRegularText(file, 'dataset');
-      try {
-        records = JSON.parse(text) as unknown[];
-      } catch {
-        // Never quote the file: on a socket engine the client may not be allowed to read it.
-        throw new FactLensError('INVALID_ARGUMENT', `${file} is not a JSON dataset (expected an array of CounterFact records)`, { file, field: 'dataset' });
-      }
-      if (!Array.isArray(records)) throw new FactLensError('INVALID_ARGUMENT', `${file}: expected a JSON array of records`, { file });
-      const batch = p.batch ?? 1;
-      const wiring = wireMethod(p.method ?? 'rome', { layers: p.layers ?? (p.layer !== undefined ? [p.layer] : undefined), batch, control, model });
-      const r = await evaluateCounterFact(model, records, { ...(wiring.opts as EditLoopOptions<CounterFactCase>), batch, limit: p.limit }, control);
-      const { per_record: _perRecord, ...summary } = r as CounterFactResult & { per_record?: unknown };
-      return { method: p.method ?? 'rome', dataset: file, model: model.name, ...summary };
+      const layers = p.layers ?? (p.layer !== undefined ? [p.layer] : undefined);
+      const ev = await runEvaluation(model, { dataset: p.dataset, edits: p.edits, method: p.method, limit: p.limit, batch: p.batch, layers }, control);
+      return evaluationSummary(ev, model, p.method ?? 'rome');
     },
   },
 };

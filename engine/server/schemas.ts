@@ -27,6 +27,9 @@ import {
   type ModelLoadParams,
   type ParamsOf,
   type PredictParams,
+  type PredictBatchParams,
+  type SpecificityCheckParams,
+  type SpecificityPrompt,
   type RankOneDelta,
   type StatsComputeParams,
   type TraceOptions,
@@ -150,6 +153,19 @@ export const SCHEMAS: { [M in Method]: v.Check<ParamsOf<M>> } = {
   }),
   'model/info': v.none(),
   predict: v.objOf<PredictParams>({ prompt: promptCheck, k: v.opt(v.int({ min: 1, max: 1000 })) }),
+  'predict/batch': v.objOf<PredictBatchParams>({
+    prompts: v.arr(promptCheck, { min: 1, max: 10_000 }),
+    k: v.opt(v.int({ min: 1, max: 100 })),
+    targets: v.opt(v.arr(v.str({ min: 1, max: 1000 }), { max: 100 })),
+    unedited: v.opt(v.bool()),
+  }),
+  'specificity/check': v.objOf<SpecificityCheckParams>({
+    prompts: v.arr(
+      v.objOf<SpecificityPrompt>({ prompt: promptCheck, subject: v.opt((x, p) => (x === null ? null : v.str({ max: 10_000 })(x, p))) }),
+      { min: 1, max: 10_000 },
+    ),
+    k: v.opt(v.int({ min: 1, max: 20 })),
+  }),
   trace: v.objOf<TraceParams>({ prompt: promptCheck, ...traceOptions, ...withProgress }),
   traceAverage: v.objOf<TraceAverageParams>({
     factsFile: v.opt(v.str({ min: 1, max: 4096 })),

@@ -5,8 +5,8 @@
  * such as `\[` are literal text), from a CounterFact record its `requested_rewrite`. Pure
  * functions: the edit command and the tests use them.
  */
-import type { FactRecord } from './counterfact.js';
-import { entryErrors, isBlankOrComment, parsePromptLine } from './parse.js';
+import type { FactRecord } from '../../formats/fact-file.js';
+import { entryErrors, isBlankOrComment, parsePromptLine } from '../../formats/prompt-file.js';
 
 export interface EditInput {
   /** The prompt with "{}" where the subject goes. */

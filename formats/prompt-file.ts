@@ -7,7 +7,8 @@
  *   [Paris] is located in the country of     # trailing comments need a space before '#'
  *   The symbol \[sic\] of [C#] is            # \[ \] \# \\ \= are literal characters
  *
- * Pure functions (no `vscode` import): the extension turns the results into CodeLenses and
+ * Pure functions (no `vscode`, no engine import; formats/ is read by both the extension and the
+ * engine CLI): the extension turns the results into CodeLenses and
  * diagnostics, and the unit tests run them directly. Lines and columns are 0-based here;
  * messages name them 1-based, as editors show them.
  *
