@@ -9,5 +9,6 @@ import { editSection } from './edit.js';
 import { computeSection } from './compute.js';
 import { xlSection } from './xl.js';
 import { threadsSection } from './threads.js';
+import { specificitySection } from './specificity.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, threadsSection, xlSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, threadsSection, xlSection, specificitySection];

@@ -101,6 +101,14 @@ describe('dependency rules', () => {
     }
   });
 
+  test('formats/ (the prompt and fact file formats both the engine and the extension read) imports nothing of either', () => {
+    for (const f of sources('formats')) {
+      for (const { spec } of imports(f)) {
+        assert.ok(spec.startsWith('./'), `${f} imports ${spec}: file-format modules stay pure (no vscode, engine, tfjs)`);
+      }
+    }
+  });
+
   test('webviews/ import neither vscode nor engine code (engine types only)', () => {
     for (const f of sources('webviews')) {
       for (const { spec, typeOnly } of imports(f)) {
