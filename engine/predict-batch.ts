@@ -12,6 +12,8 @@ import { encodePrompt, topK, type Candidate } from './predict.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
 import { site } from './runtime/sites.js';
+import { logSoftmaxRows } from './runtime/logsumexp.js';
+import { checkFinite } from './runtime/finite.js';
 import { baseModel } from './edit/state.js';
 import type { BatchPrediction, TargetProb } from './protocol/specificity.js';
 
@@ -88,10 +90,12 @@ export function batchLogprobs(model: LoadedModel, prompts: string[], optsIn: Bat
         chunk.forEach((i, r) => buf.set(opts.start!.states[i], r * T * d));
         startAt = { layer: opts.start.layer, h: tf.tensor3d(buf, [chunk.length, T, d]) };
       }
-      return tf.logSoftmax(forward(model, batch, { hook, startAt }).logits!);
+      // The same log-softmax as predict (two-stage log-sum-exp, exact enough on every backend).
+      return logSoftmaxRows(forward(model, batch, { hook, startAt }).logits!);
     });
     const flat = lpT.dataSync() as Float32Array;
     lpT.dispose();
+    checkFinite(model, flat, chunk.map((i) => ids[i]), 'the next-token log-probabilities');
     chunk.forEach((i, r) => (rows[i] = flat.slice(r * V, (r + 1) * V)));
     if (states && kept) {
       const k = kept as tf.Tensor3D;
