@@ -41,10 +41,13 @@ import type { LoadedModel } from '../model/load.js';
 import { readFacts, traceAverage } from '../trace/average.js';
 import type { JobControl } from '../util/jobs.js';
 import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
+import type { RomeFormula } from './types.js';
 import { cacheRoot, fileHash, modelContentHash, readJsonCache, shortHash, writeAtomic } from './hash.js';
 
 export interface RomeHparams {
   layer: number;
+  /** The update formula when the request names none (rome.ts). */
+  formula: RomeFormula;
   /** How the layer was chosen. */
   layerSource: string;
   vNumGradSteps: number;
@@ -58,6 +61,7 @@ export interface RomeHparams {
 }
 
 export const ROME_DEFAULTS: Omit<RomeHparams, 'layer' | 'layerSource'> = {
+  formula: 'consistent',
   vNumGradSteps: 20,
   vLr: 0.5,
   vWeightDecay: 0.5,

@@ -165,7 +165,7 @@ function statsFile(modelHash: string, layer: number, corpusHash: string, documen
  * body`: the header says what the numbers are, so a stale or foreign file is recognised and
  * recomputed instead of trusted.
  */
-function writeFloat64File(file: string, magic: Buffer, header: object, body: Float64Array): void {
+export function writeFloat64File(file: string, magic: Buffer, header: object, body: Float64Array): void {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const pad = (8 - ((magic.length + 4 + json.length) % 8)) % 8;
   const len = Buffer.alloc(4);
@@ -174,7 +174,7 @@ function writeFloat64File(file: string, magic: Buffer, header: object, body: Flo
 }
 
 /** The header and body of such a file, or null when missing, foreign or not `accept`ed (`accept` gets the body length in values). */
-function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, values: number) => boolean): { header: H; body: Float64Array } | null {
+export function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, values: number) => boolean): { header: H; body: Float64Array } | null {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);

@@ -20,7 +20,7 @@ import { BACKEND_ORDER, activeBackend, probeBackends, type BackendName } from '.
 import { trace } from '../trace/index.js';
 import { readFacts, traceAverage, type Fact } from '../trace/average.js';
 import { TRACE_KINDS } from '../trace/types.js';
-import type { EditRecord } from '../edit/types.js';
+import { ROME_FORMULAS, type EditRecord } from '../edit/types.js';
 import type { JobControl } from '../util/jobs.js';
 import {
   ERROR_CODES,
@@ -167,7 +167,8 @@ const SCHEMAS = {
     targetTrue: v.opt(v.str({ max: 1000 })),
     method: v.opt(v.oneOf('rome' as const, 'memit' as const, 'ft' as const, 'ft-l' as const)),
     layers: v.opt(v.arr(v.int({ min: 0, max: 10_000 }), { min: 1, max: 1000 })),
-    formula: v.opt(v.oneOf('consistent' as const, 'reference' as const)),
+    formula: v.opt(v.oneOf(...ROME_FORMULAS)),
+    nullSpace: v.opt(v.bool()),
     corpus: v.opt(v.str({ min: 1, max: 4096 })),
   }),
   editRevert: v.obj({ id: v.str({ min: 1, max: 200 }) }),
@@ -242,6 +243,8 @@ const recordCheck = v.obj({
   info: v.record({ maxKeys: 1000 }),
   modelHash: v.str({ max: 200 }),
   createdAt: v.str({ max: 100 }),
+  took: v.opt(v.bool()),
+  reason: v.opt(v.str({ max: 100_000 })),
 });
 
 const editApplyCheck: v.Check<EditApplyParams> = (value, p) => {
