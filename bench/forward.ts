@@ -17,6 +17,7 @@ import { defaultModelDir, disposeModel, loadModel, type LoadedModel } from '../e
 import { forward } from '../engine/runtime/forward.js';
 import { padBatch, type PaddedBatch } from '../engine/runtime/batch.js';
 import { probeBackends, selectBackend, type BackendName } from '../engine/runtime/backend.js';
+import { tidyData } from '../engine/util/scope.js';
 import { ensureGpt2Small, GPT2_SMALL, VERSION as GPT2_VERSION } from './gpt2-small.js';
 import type { BenchContext, Section, SectionResult, Skip, Table } from './types.js';
 import { bm, cpuPressure, gc, gcTimeIn, MB, measure, median, rssMB, sig, trackGc, type MeasureOptions, type Timing } from './util.js';
@@ -230,10 +231,8 @@ function inputRows(b: number, t: number, vocab: number): number[][] {
 let lastLogits: Float32Array | null = null;
 
 function runForward(m: LoadedModel, batch: PaddedBatch): void {
-  // Read the logits back inside the scope (never return dataSync arrays out of tf.tidy).
-  tf.tidy(() => {
-    lastLogits = forward(m, batch).logits!.dataSync() as Float32Array;
-  });
+  // Read the logits back after the scope (never return dataSync arrays out of tf.tidy).
+  lastLogits = tidyData(() => forward(m, batch).logits!);
 }
 
 /** Sanity of the last logits: all finite, and their mean |x| (a NaN or all-zero forward is a bug, not a speed-up). */
@@ -612,7 +611,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
         for (const c of cases) {
           const prev = bestOf.get(c.op);
           if (prev && prev.t.bestMs >= 200) continue;
-          const once = () => tf.tidy(() => void c.fn().dataSync());
+          const once = () => void tidyData(() => c.fn());
           const p0 = performance.now();
           once();
           let single = performance.now() - p0;

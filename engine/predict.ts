@@ -4,25 +4,11 @@ import type { LoadedModel } from './model/load.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
 import { FactLensError } from './errors.js';
+import { tidyData } from './util/scope.js';
 
-export interface TokenView {
-  id: number;
-  text: string;
-}
+import type { Candidate, Prediction } from './protocol/predict.js';
 
-export interface Candidate {
-  id: number;
-  token: string;
-  prob: number;
-  logprob: number;
-}
-
-export interface Prediction {
-  model: string;
-  backend: string;
-  tokens: TokenView[];
-  top: Candidate[];
-}
+export type { Candidate, Prediction, TokenView } from './protocol/predict.js';
 
 export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt'): number[] {
   if (typeof prompt !== 'string' || prompt.length === 0) {
@@ -42,7 +28,7 @@ export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt
 /** Log-probabilities of the next token after each of several token rows: [rows][V]. */
 export function nextTokenLogprobs(model: LoadedModel, rows: number[][]): Float32Array[] {
   const batch = padBatch(rows, 'right');
-  const flat = tf.tidy(() => tf.logSoftmax(forward(model, batch).logits!).dataSync() as Float32Array);
+  const flat = tidyData(() => tf.logSoftmax(forward(model, batch).logits!));
   const v = model.config.vocabSize;
   return rows.map((_, r) => flat.slice(r * v, (r + 1) * v));
 }

@@ -1,6 +1,6 @@
 /** The extension's settings (package.json contributes.configuration, section "factlens"). */
 import * as vscode from 'vscode';
-import type { TraceSettings } from '../webviews/protocol.js';
+import type { TraceSettings } from '../webviews/trace/protocol.js';
 
 export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
 

@@ -3,13 +3,22 @@
  * engine client (engine/client), loads the model the settings name, reports state changes to
  * the status bar and the engine log to the output channel, and restarts on request.
  *
+ * It owns the user's edits (PersistentEditJournal, under the extension's global storage,
+ * keyed by the model's content hash): every edit is applied and reverted through it, it is
+ * re-applied after an engine crash, "Restart engine" and a window reload, and
+ * `onDidChangeEdits` tells other features (the Edits tree, decorations) what changed.
+ *
  * Imports from engine/ only the protocol and the client (architecture.md, dependency rules).
  */
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { EngineClient, EngineError, type EngineState, type RequestOptions } from '../engine/client/index.js';
-import { ModelLoad, type InitializeResult, type ModelInfo } from '../engine/protocol.js';
+import { ModelLoad, type EditApplyParams, type EditRecord, type InitializeResult, type ModelInfo } from '../engine/protocol.js';
 import type { RequestType } from 'vscode-jsonrpc';
 import { readConfig } from './config.js';
+import { PersistentEditJournal, type EditsChange } from './editJournal.js';
+
+export type { EditsChange } from './editJournal.js';
 
 export type BackendName = ModelInfo['backend'];
 
@@ -30,11 +39,60 @@ export class EngineService implements vscode.Disposable {
   private readonly emitter = new vscode.EventEmitter<EngineStatus>();
   readonly onDidChangeStatus = this.emitter.event;
   private generation = 0;
+  private readonly journal: PersistentEditJournal;
+  private readonly editsEmitter = new vscode.EventEmitter<EditsChange>();
+  /** Fired after every change of the applied edits (apply, revert, re-applied after a restart, another model). */
+  readonly onDidChangeEdits = this.editsEmitter.event;
 
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly log: vscode.LogOutputChannel,
-  ) {}
+  ) {
+    this.journal = new PersistentEditJournal(path.join(context.globalStorageUri.fsPath, 'edits'), (message) => {
+      this.log.warn(message);
+      void vscode.window.showWarningMessage(`Fact Lens: ${message}`);
+    });
+    this.journal.onChange((c) => {
+      this.log.info(`edits (${c.cause}): ${c.edits.length} applied${c.added.length ? `, +${c.added.map((r) => r.id).join(', ')}` : ''}${c.removed.length ? `, -${c.removed.join(', ')}` : ''}`);
+      this.editsEmitter.fire(c);
+    });
+  }
+
+  /** The edits applied to the loaded model, oldest first. */
+  get edits(): readonly EditRecord[] {
+    return this.journal.edits;
+  }
+
+  /** Where the loaded model's edits are kept (null before a model is loaded). */
+  get journalFile(): string | null {
+    return this.journal.file;
+  }
+
+  /** Computes an edit (or re-applies a record) and journals it. */
+  async applyEdit(params: EditApplyParams, opts?: RequestOptions): Promise<EditRecord> {
+    const c = await this.ready();
+    return this.journal.apply(c, params, opts);
+  }
+
+  async revertEdit(id: string): Promise<void> {
+    const c = await this.ready();
+    await this.journal.revert(c, id);
+  }
+
+  async revertAllEdits(): Promise<void> {
+    const c = await this.ready();
+    await this.journal.revertAll(c);
+  }
+
+  async exportJournal(file: string): Promise<number> {
+    await this.ready();
+    return this.journal.exportTo(file);
+  }
+
+  async importJournal(file: string): Promise<{ applied: string[]; skipped: string[] }> {
+    const c = await this.ready();
+    return this.journal.importFrom(c, file);
+  }
 
   get status(): EngineStatus {
     return this._status;
@@ -110,7 +168,13 @@ export class EngineService implements vscode.Disposable {
       this.setStatus({ state: e.state, detail, info: client.info ?? this._status.info, ...(e.state === 'failed' ? { error: e.reason } : {}) });
     });
     client.on('reapplied', (r) => {
+      if (client !== this.client) return;
       if (r.model) this.log.info('the engine restarted; the model was loaded again');
+      if (r.edits.length) this.log.info(`the engine restarted; ${r.edits.length} edit(s) re-applied: ${r.edits.join(', ')}`);
+      this.journal.resync(client).catch((e) => this.log.warn(`could not list the edits after the restart: ${errorMessage(e)}`));
+    });
+    client.on('journalError', ({ record, error }) => {
+      void vscode.window.showWarningMessage(`Fact Lens: the edit ${record.id} (${record.request.subject} → ${record.request.target}) could not be re-applied after the restart: ${error.message}`);
     });
   }
 
@@ -122,11 +186,15 @@ export class EngineService implements vscode.Disposable {
     const what = cfg.modelFolder || 'the embedded tinyworld model';
     this.log.info(`loading ${what}${cfg.backend !== 'auto' ? ` on ${cfg.backend}` : ''}`);
     try {
+      // Fields written out (no conditional spreads), so a renamed protocol field fails to compile here.
       const info = await c.request(ModelLoad, {
-        ...(cfg.modelFolder ? { dir: cfg.modelFolder } : {}),
-        ...(cfg.backend !== 'auto' ? { backend: cfg.backend } : {}),
+        dir: cfg.modelFolder || undefined,
+        backend: cfg.backend !== 'auto' ? cfg.backend : undefined,
       });
       this.log.info(`model ${info.name} (${info.modelType}, ${info.nLayer} layers, ${(info.parameterCount / 1e6).toFixed(1)}M parameters) on ${info.backend}`);
+      // The model's journal: its edits come back as they were computed (no recomputation).
+      const r = await this.journal.restore(c, info);
+      if (r.reapplied.length) this.log.info(`re-applied ${r.reapplied.length} edit(s) from ${this.journal.file}: ${r.reapplied.join(', ')}`);
       this.setStatus({ state: 'ready', model: info, info: c.info });
       return info;
     } catch (e) {
@@ -162,6 +230,7 @@ export class EngineService implements vscode.Disposable {
     const c = this.client;
     this.client = null;
     this.emitter.dispose();
+    this.editsEmitter.dispose();
     await c?.stop().catch(() => {});
   }
 }

@@ -8,7 +8,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { Trace, type TraceParams } from '../engine/protocol.js';
-import type { EngineSummary, TraceInput, TraceSettings } from '../webviews/protocol.js';
+import { TraceError, TraceProgress, TraceResultNote, TraceStarted, type EngineSummary, type TraceInput, type TraceSettings } from '../webviews/trace/protocol.js';
 import { readConfig, traceSettings } from './config.js';
 import { errorCode, errorMessage, type EngineService } from './engine.js';
 import { factFileKind, factsOf, PROMPTS_LANGUAGE, type TraceTargetArg } from './promptFiles.js';
@@ -52,16 +52,17 @@ export class TraceRunner implements vscode.Disposable {
     const runId = ++this.runSeq;
     const panel = this.panel();
     panel.show(`Trace: ${input.subject}`);
-    panel.post({ type: 'trace/started', runId, input, settings });
+    panel.notify(TraceStarted, { runId, input, settings });
     const cts = new vscode.CancellationTokenSource();
     this.running.set(runId, cts);
+    // Every field written out (no conditional spreads): a renamed protocol field fails to compile here.
     const params: TraceParams = {
       prompt: input.prompt,
       subject: input.subject,
-      ...(input.expect ? { expect: input.expect } : {}),
+      expect: input.expect || undefined,
       samples: settings.samples,
       noise: settings.noise,
-      ...(settings.window > 0 ? { window: settings.window } : {}),
+      window: settings.window > 0 ? settings.window : undefined,
     };
     this.log.info(`trace ${JSON.stringify(params)}`);
     try {
@@ -77,7 +78,7 @@ export class TraceRunner implements vscode.Disposable {
               const pct = Math.round(fraction * 100);
               progress.report({ increment: Math.max(0, pct - last), message: `${message} (${pct}%)` });
               last = Math.max(last, pct);
-              panel.post({ type: 'trace/progress', runId, fraction, message });
+              panel.notify(TraceProgress, { runId, fraction, message });
             },
           });
         },
@@ -87,8 +88,7 @@ export class TraceRunner implements vscode.Disposable {
       this.log.info(
         `trace done in ${result.elapsed_ms} ms: answer ${JSON.stringify(result.answer.token)} clean ${result.clean_prob.toFixed(4)} corrupted ${result.corrupted_prob.toFixed(4)}`,
       );
-      panel.post({
-        type: 'trace/result',
+      panel.notify(TraceResultNote, {
         runId,
         input,
         settings: { samples: result.samples, noise: settings.noise, window: result.window },
@@ -98,7 +98,7 @@ export class TraceRunner implements vscode.Disposable {
     } catch (e) {
       const code = errorCode(e);
       const message = errorMessage(e);
-      panel.post({ type: 'trace/error', runId, input, code, message });
+      panel.notify(TraceError, { runId, input, code, message });
       if (code === 'CANCELLED') {
         this.log.info('trace cancelled');
         void vscode.window.showInformationMessage('Fact Lens: the trace was cancelled.');

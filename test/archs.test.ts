@@ -21,6 +21,7 @@ import { restorations, type Prepared } from '../engine/trace/prepare.js';
 import { traceFast } from '../engine/trace/fast.js';
 import { traceNaive } from '../engine/trace/naive.js';
 import { Job } from '../engine/util/jobs.js';
+import { tidyData } from '../engine/util/scope.js';
 import { openCheckpoint } from '../engine/model/checkpoint.js';
 import { writeSafetensors } from '../engine/model/safetensors.js';
 import { adapterFor, supportedModelTypes } from '../engine/model/adapters/index.js';
@@ -46,19 +47,20 @@ function entrySites(L: number): string[] {
 
 /** Log-probs, raw logits and the hidden-state entries (transformers' hidden_states) of the last token. */
 function run(m: LoadedModel, ids: number[]) {
-  return tf.tidy(() => {
+  const out = tf.tidy(() => {
     const reads = new Map<string, tf.Tensor3D>();
     const sites = entrySites(m.config.nLayer);
     const hook = interventionHook(sites.map((s) => ({ site: s, op: 'read' as const })), reads);
     const res = forward(m, padBatch([ids]), { hook });
     const t = ids.length - 1;
-    const entries = sites.map((s) => Array.from(tf.slice(reads.get(s)!, [0, t, 0], [1, 1, -1]).dataSync()));
-    return {
-      logprobs: Float32Array.from(tf.logSoftmax(res.logits!).dataSync()),
-      logits: Float32Array.from(res.logits!.dataSync()),
-      entries,
-    };
+    const entries = sites.map((s) => tf.slice(reads.get(s)!, [0, t, 0], [1, 1, -1]));
+    return { logprobs: tf.logSoftmax(res.logits!), logits: res.logits!, entries };
   });
+  // Read after the tidy: tidy walks returned arrays element by element.
+  const read = (x: tf.Tensor) => Float32Array.from(x.dataSync());
+  const result = { logprobs: read(out.logprobs), logits: read(out.logits), entries: out.entries.map((e) => Array.from(read(e))) };
+  tf.dispose([out.logprobs, out.logits, ...out.entries]);
+  return result;
 }
 
 /** Checks one golden case; returns the largest log-prob and hidden-norm differences seen. */
@@ -94,7 +96,7 @@ function archModel(arch: string): Promise<LoadedModel> {
 }
 
 function logitsOf(m: { config: LoadedModel['config']; weights: DecoderWeights }, rows: number[][]): Float32Array {
-  return tf.tidy(() => Float32Array.from(forward(m, padBatch(rows, 'left')).logits!.dataSync()));
+  return tidyData(() => forward(m, padBatch(rows, 'left')).logits!);
 }
 
 for (const arch of ARCH_DIRS) {
@@ -122,9 +124,9 @@ for (const arch of ARCH_DIRS) {
   test(`archs/${arch}: a left/right padded batch gives each row the logits it gets alone`, async () => {
     const m = await archModel(arch);
     const rows = readJson<{ cases: Case[] }>(path.join(ARCHS, arch, 'golden.json')).cases.map((c) => c.ids);
-    const alone = rows.map((ids) => tf.tidy(() => Float32Array.from(forward(m, padBatch([ids])).logits!.dataSync())));
+    const alone = rows.map((ids) => tidyData(() => forward(m, padBatch([ids])).logits!));
     for (const side of ['left', 'right'] as const) {
-      const batched = tf.tidy(() => Float32Array.from(forward(m, padBatch(rows, side)).logits!.dataSync()));
+      const batched = tidyData(() => forward(m, padBatch(rows, side)).logits!);
       const v = m.config.vocabSize;
       rows.forEach((_, r) => {
         const worst = maxAbsDiff(batched.subarray(r * v, (r + 1) * v), alone[r]);
@@ -258,7 +260,7 @@ for (const arch of ARCH_DIRS) {
     };
     const d = m.config.dModel;
     const zero = tf.zeros([d]) as tf.Tensor1D;
-    const grad = tf.tidy(() => Float32Array.from(tf.grad(f)(zero).dataSync()));
+    const grad = tidyData(() => tf.grad(f)(zero));
     assert.ok(grad.some((g) => g !== 0) && grad.every(Number.isFinite));
     // A unit direction; the residual stream of these tiny models has norm ≈ 0.3, so keep the step small.
     const raw = Array.from({ length: d }, (_, i) => Math.sin(i + 1));

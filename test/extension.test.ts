@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { contentSecurityPolicy, webviewHtml } from '../webviews/html.js';
-import { isHostToView, isViewToHost } from '../webviews/protocol.js';
+import { isHostToView, isViewToHost } from '../webviews/shared/channel.js';
+import { TRACE_VIEW } from '../webviews/trace/protocol.js';
 import { colorDomain, figureSpec, heatmapSpec, tokenLabels, cellTooltip, windowRange } from '../webviews/trace/spec.js';
 import { windowLayers, type TraceResult } from '../engine/trace/types.js';
 import type { Theme } from '../webviews/shared/theme.js';
@@ -106,6 +107,7 @@ describe('dependency rules', () => {
         assert.notEqual(spec, 'vscode', f);
         const abs = spec.startsWith('.') ? path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, f)), spec)) : spec;
         if (abs.startsWith('engine/') || abs.startsWith('extension/')) assert.ok(typeOnly, `${f}: ${spec} must be a type-only import`);
+        if (abs.startsWith('engine/')) assert.match(abs, /^engine\/protocol\//, `${f}: ${spec}: webviews take engine types from engine/protocol/ only`);
       }
     }
   });
@@ -164,12 +166,14 @@ describe('webview page and messages', () => {
   });
 
   test('message guards', () => {
-    assert.ok(isViewToHost({ type: 'ready' }));
-    assert.ok(isViewToHost({ type: 'rerun', requestId: 1, input: {}, settings: {} }));
-    assert.ok(!isViewToHost({ type: 'rerun' }), 'requests need a request id');
-    assert.ok(!isViewToHost({ type: 'trace/result' }));
-    assert.ok(isHostToView({ type: 'trace/progress', runId: 1, fraction: 0.5, message: '' }));
-    assert.ok(!isHostToView(null) && !isHostToView('x') && !isHostToView({ type: 'rerun' }));
+    assert.ok(isViewToHost(TRACE_VIEW, { type: 'ready' }));
+    assert.ok(isViewToHost(TRACE_VIEW, { type: 'rerun', requestId: 1, input: {}, settings: {} }));
+    assert.ok(!isViewToHost(TRACE_VIEW, { type: 'rerun' }), 'requests need a request id');
+    assert.ok(!isViewToHost(TRACE_VIEW, { type: 'trace/result', requestId: 1 }), 'a notification is not a request');
+    assert.ok(!isViewToHost(TRACE_VIEW, { type: 'revert', requestId: 1 }), 'another view\'s request');
+    assert.ok(isHostToView(TRACE_VIEW, { type: 'trace/progress', runId: 1, fraction: 0.5, message: '' }));
+    assert.ok(isHostToView(TRACE_VIEW, { type: 'reply', requestId: 3, ok: true }));
+    assert.ok(!isHostToView(TRACE_VIEW, null) && !isHostToView(TRACE_VIEW, 'x') && !isHostToView(TRACE_VIEW, { type: 'rerun' }));
   });
 });
 

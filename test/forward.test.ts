@@ -11,6 +11,7 @@ import { forward } from '../engine/runtime/forward.js';
 import { padBatch } from '../engine/runtime/batch.js';
 import { interventionHook } from '../engine/runtime/interventions.js';
 import { site } from '../engine/runtime/sites.js';
+import { tidyData } from '../engine/util/scope.js';
 import type { LoadedModel } from '../engine/model/load.js';
 import { ARCHS, TINYWORLD, readJson, relDiff, type GoldenForwardCase } from './helpers/golden.js';
 import { model } from './helpers/model.js';
@@ -20,7 +21,7 @@ type Case = GoldenForwardCase;
 
 /** Runs one case and returns log-probs, raw logits and the hidden-state entries of the last token. */
 function run(m: LoadedModel, ids: number[]) {
-  return tf.tidy(() => {
+  const out = tf.tidy(() => {
     const reads = new Map<string, tf.Tensor3D>();
     const L = m.config.nLayer;
     const hook = interventionHook(
@@ -33,14 +34,15 @@ function run(m: LoadedModel, ids: number[]) {
     const res = forward(m, padBatch([ids]), { hook });
     const t = ids.length - 1;
     const entries = [site.residPre(0), ...Array.from({ length: L - 1 }, (_, l) => site.residPost(l)), site.finalNorm].map(
-      (s) => Array.from(tf.slice(reads.get(s)!, [0, t, 0], [1, 1, -1]).dataSync()),
+      (s) => tf.slice(reads.get(s)!, [0, t, 0], [1, 1, -1]),
     );
-    return {
-      logprobs: tf.logSoftmax(res.logits!).dataSync() as Float32Array,
-      logits: res.logits!.dataSync() as Float32Array,
-      entries,
-    };
+    return { logprobs: tf.logSoftmax(res.logits!), logits: res.logits!, entries };
   });
+  // Read after the tidy: tidy walks returned arrays element by element.
+  const read = (x: tf.Tensor) => x.dataSync() as Float32Array;
+  const result = { logprobs: read(out.logprobs), logits: read(out.logits), entries: out.entries.map((e) => Array.from(read(e))) };
+  tf.dispose([out.logprobs, out.logits, ...out.entries]);
+  return result;
 }
 
 function checkCase(m: LoadedModel, c: Case, label: string) {
@@ -94,9 +96,9 @@ test('a padded batch gives each row the logits it gets alone (left and right pad
   const m = await model();
   const g = readJson<{ forward: Case[] }>(path.join(TINYWORLD, 'golden.json'));
   const rows = g.forward.slice(0, 5).map((c) => c.ids);
-  const alone = rows.map((ids) => tf.tidy(() => forward(m, padBatch([ids])).logits!.dataSync() as Float32Array));
+  const alone = rows.map((ids) => tidyData(() => forward(m, padBatch([ids])).logits!));
   for (const side of ['left', 'right'] as const) {
-    const batched = tf.tidy(() => forward(m, padBatch(rows, side)).logits!.dataSync() as Float32Array);
+    const batched = tidyData(() => forward(m, padBatch(rows, side)).logits!);
     const v = m.config.vocabSize;
     rows.forEach((_, r) => {
       let worst = 0;
@@ -109,18 +111,18 @@ test('a padded batch gives each row the logits it gets alone (left and right pad
 test('writing each site its own value back changes nothing', async () => {
   const m = await model();
   const ids = readJson<{ forward: Case[] }>(path.join(TINYWORLD, 'golden.json')).forward[3].ids;
-  const base = tf.tidy(() => forward(m, padBatch([ids])).logits!.dataSync() as Float32Array);
+  const base = tidyData(() => forward(m, padBatch([ids])).logits!);
   const L = m.config.nLayer;
   const sites = [site.embed];
   for (let l = 0; l < L; l++) sites.push(site.residPre(l), site.attnOut(l), site.mlpPost(l), site.mlpOut(l), site.residPost(l));
   for (const s of sites) {
-    const out = tf.tidy(() => {
+    const out = tidyData(() => {
       // Replace every position with the value the site itself produced (read in the same pass).
       const hook = (name: string, x: tf.Tensor3D) => {
         if (name !== s) return x;
         return interventionHook([{ site: s, op: 'replace', value: tf.clone(x) }])(name, x);
       };
-      return forward(m, padBatch([ids]), { hook }).logits!.dataSync() as Float32Array;
+      return forward(m, padBatch([ids]), { hook }).logits!;
     });
     assert.deepEqual(Array.from(out), Array.from(base), `site ${s}`);
   }

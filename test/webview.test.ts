@@ -14,8 +14,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { chromiumPath, CHROMIUM_ARGS, ensureWebviewBundle, ROOT, serveWebview, type WebviewServer } from './helpers/browser.js';
-import type { TraceResult } from '../engine/trace/types.js';
-import type { TraceResultMessage, ViewToHost } from '../webviews/protocol.js';
+import type { TraceResult } from '../engine/protocol/trace.js';
+import type { NotificationMessage, ViewToHost as ViewMessage } from '../webviews/shared/channel.js';
+import type { TraceResultNote, TraceView } from '../webviews/trace/protocol.js';
+
+type TraceResultMessage = NotificationMessage<typeof TraceResultNote>;
+type ViewToHost = ViewMessage<TraceView>;
 
 const chromium = chromiumPath();
 const required = !!process.env.FACTLENS_REQUIRE_CHROMIUM;

@@ -22,7 +22,7 @@ import {
   type RequestType,
 } from 'vscode-jsonrpc';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
-import type { EditRecord } from '../edit/types.js';
+import type { EditRecord } from '../protocol/index.js';
 import {
   EditApply,
   EditList,
@@ -36,13 +36,12 @@ import {
   PROTOCOL_VERSION,
   Shutdown,
   type AnyErrorCode,
-  type EditRevertParams,
   type EngineErrorData,
   type InitializeResult,
-  type ModelInfo,
-  type ModelLoadParams,
+  type ParamsOf,
   type ProgressParams,
-} from '../protocol.js';
+  type ResultOf,
+} from '../protocol/index.js';
 import { EditJournal } from './journal.js';
 
 export { EditJournal } from './journal.js';
@@ -282,7 +281,7 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
           p = { ...(params as object), progressToken };
         }
         const r = (await link.connection.sendRequest(method, p, cts.token)) as R;
-        this.record(method, params, r);
+        this.record(type, params, r);
         return r;
       })().then(
         (r) => {
@@ -352,15 +351,15 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
   }
 
   /** Keeps the journal in step with what the engine acknowledged. */
-  private record(method: string, params: unknown, result: unknown): void {
-    if (method === ModelLoad.method) {
+  private record<P, R>(type: RequestType<P, R, unknown>, params: P, result: R): void {
+    // The request constant tells which protocol types params and result are.
+    if (type.method === ModelLoad.method) {
       // A folder is kept as the engine resolved it (absolute), the embedded model as "none given".
-      const p = params as ModelLoadParams;
-      const dir = (result as ModelInfo).dir;
+      const p = params as ParamsOf<'model/load'>;
+      const dir = (result as ResultOf<'model/load'>).dir;
       this.journal.setModel(p.dir !== undefined ? { ...p, dir } : p, dir);
-    }
-    else if (method === EditApply.method) this.journal.add(result as EditRecord);
-    else if (method === EditRevert.method) this.journal.remove((params as EditRevertParams).id);
+    } else if (type.method === EditApply.method) this.journal.add(result as ResultOf<'edit/apply'>);
+    else if (type.method === EditRevert.method) this.journal.remove((params as ParamsOf<'edit/revert'>).id);
   }
 
   private async start(): Promise<void> {

@@ -7,8 +7,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { EditRecord } from '../edit/types.js';
-import type { ModelLoadParams } from '../protocol.js';
+import type { EditRecord, ModelLoadParams } from '../protocol/index.js';
+
 
 export const JOURNAL_FORMAT = 'factlens-journal-v1';
 

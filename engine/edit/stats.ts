@@ -38,6 +38,7 @@ import { cacheRoot, fileHash, modelContentHash, shortHash, writeAtomic } from '.
 import { baseModel } from './state.js';
 import { readNpz } from './npz.js';
 import { cholesky, type Cholesky } from './linalg.js';
+import type { LayerStatsSummary } from '../protocol/edit.js';
 
 export const MAX_STATS_SAMPLES = 100_000;
 const FORMAT = 'factlens-mom2-v1';
@@ -56,23 +57,10 @@ export interface StatsOptions {
   npz?: string;
 }
 
-export interface LayerStats {
-  layer: number;
-  /** MLP width: C is f×f. */
-  f: number;
+/** The statistics of one layer: the summary the protocol carries plus the sum itself. */
+export interface LayerStats extends LayerStatsSummary {
   /** Un-normalised Σ kkᵀ, row-major f×f, float64. */
   sum: Float64Array;
-  /** Number of tokens summed. */
-  count: number;
-  /** Documents used. */
-  documents: number;
-  corpus: string;
-  /** True when read from the disk cache (or an imported .npz). */
-  cached: boolean;
-  /** Cache file (null when caching is off). */
-  file: string | null;
-  /** Wall-clock seconds of this call (computing or reading). */
-  seconds: number;
 }
 
 /** C = Σ kkᵀ / N (float64). */

@@ -15,8 +15,10 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { FactLensError } from '../errors.js';
 
-export type BackendName = 'node-gpu' | 'node' | 'wasm' | 'cpu';
-export const BACKEND_ORDER: readonly BackendName[] = ['node-gpu', 'node', 'wasm', 'cpu'];
+import { BACKEND_NAMES, type BackendName, type BackendStatus } from '../protocol/model.js';
+
+export type { BackendName, BackendStatus };
+export const BACKEND_ORDER: readonly BackendName[] = BACKEND_NAMES;
 
 /** The tfjs registry name each of our backends registers under. */
 const TFJS_NAME: Record<BackendName, string> = {
@@ -32,13 +34,6 @@ const NATIVE_PACKAGE: Partial<Record<BackendName, string>> = {
 };
 
 const requireHere = createRequire(__filename);
-
-export interface BackendStatus {
-  name: BackendName;
-  available: boolean;
-  /** Why it is not available (package missing, native library failed to load, ...). */
-  reason?: string;
-}
 
 let active: BackendName | null = null;
 

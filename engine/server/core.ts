@@ -16,39 +16,36 @@ import { createMessageConnection, StreamMessageWriter } from 'vscode-jsonrpc/nod
 import { FactLensError, isFactLensError } from '../errors.js';
 import { disposeModel, loadModel, type LoadedModel } from '../model/load.js';
 import { predict } from '../predict.js';
-import { BACKEND_ORDER, activeBackend, probeBackends, type BackendName } from '../runtime/backend.js';
+import { activeBackend, probeBackends, type BackendName } from '../runtime/backend.js';
 import { trace } from '../trace/index.js';
 import { readFacts, traceAverage, type Fact } from '../trace/average.js';
-import { TRACE_KINDS } from '../trace/types.js';
-import { ROME_FORMULAS, type EditRecord } from '../edit/types.js';
 import type { JobControl } from '../util/jobs.js';
 import {
   ERROR_CODES,
   METHODS,
   PROTOCOL_VERSION,
   Progress,
+  isMethod,
+  isReapply,
   protocolCompatible,
   type AnyErrorCode,
-  type EditApplyParams,
   type EditRevertResult,
   type EngineErrorData,
-  type InitializeParams,
   type InitializeResult,
   type JobInfo,
   type JobsListResult,
+  type Method,
   type ModelInfo,
-  type ModelLoadParams,
-  type PredictParams,
+  type ParamsOf,
+  type ResultOf,
   type ShutdownResult,
-  type StatsComputeParams,
-  type TraceAverageParams,
-  type TraceParams,
-  type EvalRunParams,
-} from '../protocol.js';
+} from '../protocol/index.js';
+import { modelContentHash } from '../edit/hash.js';
 import { FEATURES, unavailableMethods, type Features } from './features.js';
 import { JobQueue, type QueuedJob } from './queue.js';
 import { LimitedMessageReader } from './transport.js';
-import * as v from './validate.js';
+import { SCHEMAS } from './schemas.js';
+import type * as v from './validate.js';
 import pkg from '../../package.json';
 
 export const ENGINE_VERSION: string = pkg.version;
@@ -97,162 +94,27 @@ export interface EngineOptions {
   features?: Features;
 }
 
-interface Handler {
+/** The handler of one method: its params and result are exactly the protocol's for that method. */
+interface Handler<M extends Method> {
   /** Runs without initialize (initialize itself). */
   open?: boolean;
-  run(session: Session, params: unknown, token: CancellationToken): Promise<unknown> | unknown;
+  /** Called with params that passed SCHEMAS[method]. */
+  run(session: Session, params: ParamsOf<M>, token: CancellationToken): Promise<ResultOf<M>> | ResultOf<M>;
+}
+
+/** The handler table: a mapped type over the protocol's methods, so none is missing or mistyped. */
+type Handlers = { [M in Method]: Handler<M> };
+
+/** What dispatch calls once it has looked a method up (the one place the table is used untyped). */
+interface AnyHandler {
+  open?: boolean;
+  run(session: Session, params: unknown, token: CancellationToken): unknown;
 }
 
 let sessionSeq = 0;
 
 /** A text summary of a prompt for the jobs list. */
 const clip = (s: string, n = 60) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
-
-// ---------------------------------------------------------------------------------------
-// Parameter schemas (the types they produce are the protocol's)
-// ---------------------------------------------------------------------------------------
-
-const progressToken = v.opt(v.str({ max: 200 }));
-const promptCheck = v.str({ min: 1, max: 100_000 });
-const traceFields = {
-  subject: v.opt(v.str({ max: 10_000 })),
-  subjectRange: v.opt(v.tuple(v.int({ min: 0 }), v.int({ min: 0 }))),
-  kinds: v.opt(v.arr(v.oneOf(...TRACE_KINDS), { min: 1, max: 3 })),
-  samples: v.opt(v.int({ min: 1, max: 1000 })),
-  noise: v.opt(v.either(v.oneOf('3sigma'), v.num({ min: 0 }))),
-  noiseValues: v.opt(v.arr(v.arr(v.arr(v.num(), { max: 65_536 }), { max: 4096 }), { max: 1000 })),
-  noiseSubjects: v.opt(v.arr(v.str({ min: 1, max: 1000 }), { max: 100_000 })),
-  window: v.opt(v.int({ min: 1, max: 1000 })),
-  seed: v.opt(v.int()),
-  expect: v.opt(v.str({ min: 1, max: 1000 })),
-  sever: v.opt(v.arr(v.oneOf('mlp' as const, 'attn' as const), { max: 2 })),
-  method: v.opt(v.oneOf('fast' as const, 'naive' as const)),
-  progressToken,
-};
-
-const SCHEMAS = {
-  initialize: v.obj({
-    protocolVersion: v.str({ min: 1, max: 20 }),
-    clientName: v.opt(v.str({ max: 200 })),
-    clientVersion: v.opt(v.str({ max: 100 })),
-    token: v.opt(v.str({ max: 1000 })),
-  }),
-  modelLoad: v.obj({
-    dir: v.opt(v.str({ min: 1, max: 4096 })),
-    backend: v.opt(v.oneOf(...BACKEND_ORDER)),
-    progressToken,
-  }),
-  predict: v.obj({ prompt: promptCheck, k: v.opt(v.int({ min: 1, max: 1000 })) }),
-  trace: v.obj({ prompt: promptCheck, ...traceFields }),
-  traceAverage: v.obj({
-    factsFile: v.opt(v.str({ min: 1, max: 4096 })),
-    facts: v.opt(
-      v.arr(
-        v.obj({
-          subject: v.str({ min: 1, max: 1000 }),
-          prompt: v.str({ min: 1, max: 10_000 }),
-          object: v.str({ min: 1, max: 1000 }),
-          relation_id: v.opt(v.str({ max: 100 })),
-        }),
-        { min: 1, max: 100_000 },
-      ),
-    ),
-    limit: v.opt(v.int({ min: 1 })),
-    ...traceFields,
-  }),
-  editRequest: v.obj({
-    prompt: v.str({ min: 1, max: 10_000 }),
-    subject: v.str({ min: 1, max: 1000 }),
-    target: v.str({ min: 1, max: 1000 }),
-    targetTrue: v.opt(v.str({ max: 1000 })),
-    method: v.opt(v.oneOf('rome' as const, 'memit' as const, 'ft' as const, 'ft-l' as const)),
-    layers: v.opt(v.arr(v.int({ min: 0, max: 10_000 }), { min: 1, max: 1000 })),
-    formula: v.opt(v.oneOf(...ROME_FORMULAS)),
-    nullSpace: v.opt(v.bool()),
-    corpus: v.opt(v.str({ min: 1, max: 4096 })),
-  }),
-  editRevert: v.obj({ id: v.str({ min: 1, max: 200 }) }),
-  statsCompute: v.obj({
-    layers: v.opt(v.arr(v.int({ min: 0, max: 10_000 }), { min: 1, max: 1000 })),
-    corpus: v.opt(v.str({ min: 1, max: 4096 })),
-    samples: v.opt(v.int({ min: 1 })),
-    batchTokens: v.opt(v.int({ min: 1 })),
-    cache: v.opt(v.bool()),
-    progressToken,
-  }),
-  editOptions: v.obj({
-    statsSamples: v.opt(v.int({ min: 1 })),
-    statsNpz: v.opt(v.str({ min: 1, max: 4096 })),
-    templateSeed: v.opt(v.int()),
-    facts: v.opt(v.str({ min: 1, max: 4096 })),
-    hparams: v.opt(
-      v.obj({
-        vNumGradSteps: v.opt(v.int({ min: 1, max: 10_000 })),
-        vLr: v.opt(v.num({ min: 0 })),
-        vWeightDecay: v.opt(v.num({ min: 0 })),
-        clampNormFactor: v.opt(v.num({ min: 0 })),
-        klFactor: v.opt(v.num({ min: 0 })),
-        mom2Adjustment: v.opt(v.bool()),
-        mom2NSamples: v.opt(v.int({ min: 1 })),
-        /** MEMIT's λ. */
-        mom2UpdateWeight: v.opt(v.num({ min: 0 })),
-      }),
-    ),
-  }),
-  evalRun: v.obj({
-    edits: v.opt(v.arr(v.str({ min: 1, max: 200 }), { max: 10_000 })),
-    dataset: v.opt(v.str({ min: 1, max: 4096 })),
-    limit: v.opt(v.int({ min: 1 })),
-    method: v.opt(v.oneOf('rome', 'memit', 'ft', 'ft-l', 'none')),
-    layer: v.opt(v.int({ min: 0 })),
-    layers: v.opt(v.arr(v.int({ min: 0 }), { max: 1000 })),
-    batch: v.opt(v.int({ min: 1 })),
-    progressToken,
-  }),
-};
-
-const deltaCheck: v.Check<EditRecord['deltas'][number]> = (value, p) => {
-  const kind = (value as { kind?: unknown } | null)?.kind;
-  if (kind === 'rank-one') {
-    return v.obj({
-      kind: v.oneOf('rank-one' as const),
-      layer: v.int({ min: 0 }),
-      u: v.arr(v.num(), { max: 1 << 20 }),
-      v: v.arr(v.num(), { max: 1 << 20 }),
-    })(value, p);
-  }
-  if (kind === 'dense') {
-    return v.obj({
-      kind: v.oneOf('dense' as const),
-      layer: v.int({ min: 0 }),
-      shape: v.tuple(v.int({ min: 1 }), v.int({ min: 1 })),
-      delta: v.str(),
-      biasDelta: v.opt(v.str()),
-    })(value, p);
-  }
-  throw new FactLensError('INVALID_ARGUMENT', `${p}.kind must be "rank-one" or "dense"`, { field: `${p}.kind` });
-};
-
-const recordCheck = v.obj({
-  id: v.str({ min: 1, max: 200 }),
-  request: SCHEMAS.editRequest,
-  requests: v.opt(v.arr(SCHEMAS.editRequest, { max: 100_000 })),
-  method: v.oneOf('rome' as const, 'memit' as const, 'ft' as const, 'ft-l' as const),
-  layers: v.arr(v.int({ min: 0 }), { max: 1000 }),
-  deltas: v.arr(deltaCheck, { min: 1, max: 1000 }),
-  info: v.record({ maxKeys: 1000 }),
-  modelHash: v.str({ max: 200 }),
-  createdAt: v.str({ max: 100 }),
-  took: v.opt(v.bool()),
-  reason: v.opt(v.str({ max: 100_000 })),
-});
-
-const editApplyCheck: v.Check<EditApplyParams> = (value, p) => {
-  const o = value as Record<string, unknown> | null;
-  const hasRecord = o !== null && typeof o === 'object' && !Array.isArray(o) && Object.hasOwn(o, 'record');
-  if (hasRecord) return v.obj({ record: recordCheck, force: v.opt(v.bool()), progressToken })(value, p) as EditApplyParams;
-  return v.obj({ request: SCHEMAS.editRequest, options: v.opt(SCHEMAS.editOptions), progressToken })(value, p) as EditApplyParams;
-};
 
 // ---------------------------------------------------------------------------------------
 
@@ -262,7 +124,7 @@ export class Engine {
   readonly queue: JobQueue;
   readonly sessions = new Map<string, Session>();
   readonly features: Features;
-  private readonly handlers: Record<string, Handler>;
+  private readonly handlers: Handlers;
   private readonly tokenDigest: Buffer | null;
 
   constructor(readonly opts: EngineOptions) {
@@ -296,8 +158,7 @@ export class Engine {
   }
 
   async dispatch(session: Session, method: string, params: unknown, token: CancellationToken): Promise<unknown> {
-    const h = Object.hasOwn(this.handlers, method) ? this.handlers[method] : undefined;
-    if (!h) {
+    if (!isMethod(method)) {
       throw new ProtocolError('METHOD_NOT_FOUND', `unknown method '${clip(method, 100)}'; this engine answers ${METHODS.join(', ')}`, {
         field: 'method',
       });
@@ -307,13 +168,16 @@ export class Engine {
         field: 'params',
       });
     }
+    // Typed per method in the table; looked up by a name known only at run time here.
+    const h = this.handlers[method] as unknown as AnyHandler;
     if (!h.open) {
       if (!session.initialized) {
         throw new ProtocolError('NOT_INITIALIZED', `send initialize before ${method}`, { field: 'method' });
       }
       if (session.closing) throw new ProtocolError('SHUTTING_DOWN', 'this connection is shutting down', {});
     }
-    return h.run(session, params, token);
+    const check = SCHEMAS[method] as v.Check<unknown>;
+    return h.run(session, check(params, ''), token);
   }
 
   modelInfo(): ModelInfo | null {
@@ -331,6 +195,7 @@ export class Engine {
       vocabSize: m.config.vocabSize,
       nCtx: m.config.nCtx,
       parameterCount: m.parameterCount,
+      contentHash: modelContentHash(m),
       edits: this.features.edit ? this.features.edit.list(m).map((r) => r.id) : [],
       loadedAt: (this.loadedAt ?? new Date()).toISOString(),
     };
@@ -391,7 +256,7 @@ export class Engine {
     );
   }
 
-  private makeHandlers(): Record<string, Handler> {
+  private makeHandlers(): Handlers {
     const feature = <K extends keyof Features>(k: K, method: string): NonNullable<Features[K]> => {
       const f = this.features[k];
       if (!f) {
@@ -405,8 +270,7 @@ export class Engine {
     return {
       initialize: {
         open: true,
-        run: (s, raw) => {
-          const p = SCHEMAS.initialize(raw, '') as InitializeParams;
+        run: (s, p) => {
           // The token first: an unauthenticated client learns nothing, not even the version.
           if (s.kind === 'socket' && !this.tokenMatches(p.token)) {
             this.opts.log(`${s.id}: refused ${s.remote}: ${p.token === undefined ? 'no token' : 'wrong token'}`);
@@ -452,8 +316,7 @@ export class Engine {
         },
       },
       'model/load': {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.modelLoad(raw, '') as ModelLoadParams;
+        run: (s, p, token) => {
           const dir = p.dir ? path.resolve(p.dir) : undefined;
           if (dir && !fs.existsSync(dir)) {
             throw new FactLensError('MODEL_NOT_FOUND', `model folder ${dir} does not exist (on the engine's machine)`, {
@@ -477,14 +340,12 @@ export class Engine {
         },
       },
       'model/info': {
-        run: (_s, raw) => {
-          v.none()(raw, '');
+        run: () => {
           return this.modelInfo();
         },
       },
       predict: {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.predict(raw, '') as PredictParams;
+        run: (s, p, token) => {
           const model = this.requireModel();
           return this.runJob(s, 'predict', { summary: clip(p.prompt), priority: true }, token, () =>
             predict(this.model ?? model, p.prompt, p.k ?? 10),
@@ -492,8 +353,7 @@ export class Engine {
         },
       },
       trace: {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.trace(raw, '') as TraceParams;
+        run: (s, p, token) => {
           this.requireModel();
           const { prompt, progressToken: pt, ...opts } = p;
           return this.runJob(s, 'trace', { summary: clip(prompt), progressToken: pt }, token, (control) =>
@@ -502,8 +362,7 @@ export class Engine {
         },
       },
       traceAverage: {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.traceAverage(raw, '') as TraceAverageParams;
+        run: (s, p, token) => {
           const model = this.requireModel();
           const { factsFile, facts, progressToken: pt, ...opts } = p;
           if (factsFile && facts) {
@@ -518,26 +377,26 @@ export class Engine {
         },
       },
       'edit/apply': {
-        run: (s, raw, token) => {
-          const p = editApplyCheck(raw, '');
+        run: (s, p, token) => {
           const edit = feature('edit', 'edit/apply');
           this.requireModel();
-          const summary = p.record ? `re-apply ${p.record.id}` : `${p.request!.subject} → ${p.request!.target}`;
+          const reapply = isReapply(p) ? p : null;
+          const compute = isReapply(p) ? null : p;
+          const summary = reapply ? `re-apply ${reapply.record.id}` : `${compute!.request.subject} → ${compute!.request.target}`;
           // Computing an edit reads the weights and never changes them, so predict may run beside
           // it; applying is synchronous (nothing runs in between). A precomputed record is quick.
-          const exclusive = p.record !== undefined;
+          const exclusive = reapply !== null;
           return this.runJob(s, 'edit/apply', { summary, exclusive, progressToken: p.progressToken }, token, async (control) => {
             const model = this.requireModel();
-            const record = p.record ?? (await edit.compute(model, p.request!, p.options ?? {}, control));
+            const record = reapply ? reapply.record : await edit.compute(model, compute!.request, compute!.options ?? {}, control);
             control.onProgress?.(1, `applying ${record.id}`);
-            await edit.apply(model, record, p.force === true);
+            await edit.apply(model, record, reapply?.force === true);
             return record;
           });
         },
       },
       'edit/revert': {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.editRevert(raw, '');
+        run: (s, p, token) => {
           const edit = feature('edit', 'edit/revert');
           this.requireModel();
           return this.runJob(s, 'edit/revert', { summary: p.id, exclusive: true }, token, async (): Promise<EditRevertResult> => {
@@ -548,15 +407,13 @@ export class Engine {
         },
       },
       'edit/list': {
-        run: (_s, raw) => {
-          v.none()(raw, '');
+        run: () => {
           const edit = feature('edit', 'edit/list');
           return edit.list(this.requireModel());
         },
       },
       'eval/run': {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.evalRun(raw, '') as EvalRunParams;
+        run: (s, p, token) => {
           const ev = feature('eval', 'eval/run');
           this.requireModel();
           return this.runJob(s, 'eval/run', { summary: p.dataset ?? 'applied edits', progressToken: p.progressToken }, token, (control) =>
@@ -565,8 +422,7 @@ export class Engine {
         },
       },
       'stats/compute': {
-        run: (s, raw, token) => {
-          const p = SCHEMAS.statsCompute(raw, '') as StatsComputeParams;
+        run: (s, p, token) => {
           const st = feature('stats', 'stats/compute');
           this.requireModel();
           const summary = p.layers ? `layers ${p.layers.join(', ')}` : 'default layers';
@@ -576,8 +432,7 @@ export class Engine {
         },
       },
       'jobs/list': {
-        run: (s, raw): JobsListResult => {
-          v.none()(raw, '');
+        run: (s): JobsListResult => {
           let position = 0;
           const jobs = this.queue.list().map((j): JobInfo => ({
             id: j.id,
@@ -596,8 +451,7 @@ export class Engine {
         },
       },
       shutdown: {
-        run: (s, raw): ShutdownResult => {
-          v.none()(raw, '');
+        run: (s): ShutdownResult => {
           s.closing = true;
           const n = this.queue.cancelOwnedBy(s.id, 'cancelled by shutdown');
           this.opts.log(`${s.id}: shutdown requested${n ? `; cancelled ${n} job(s)` : ''}`);

@@ -87,7 +87,7 @@ export const either =
     }
   };
 
-type Optional<T> = Check<T> & { optional: true };
+export type Optional<T> = Check<T> & { optional: true };
 export const opt = <T>(c: Check<T>): Optional<T | undefined> => {
   const f = ((v: unknown, p: string) => (v === undefined ? undefined : c(v, p))) as Optional<T | undefined>;
   f.optional = true;
@@ -126,6 +126,19 @@ export const obj =
     }
     return out as Out<S>;
   };
+
+/**
+ * The schema of a protocol type P: one check per field of P, exactly. A field renamed or
+ * retyped in the protocol, a field missing here or one the protocol lacks, is a compile error;
+ * optional fields of P need opt(...) and required ones must not have it.
+ */
+export type SchemaOf<P> = {
+  [K in keyof P]-?: {} extends Pick<P, K> ? Optional<Exclude<P[K], undefined> | undefined> : Check<P[K]>;
+};
+
+/** obj() typed against a protocol type: the check returns exactly P. */
+export const objOf = <P extends object>(shape: SchemaOf<P>, o: { allowExtra?: boolean } = {}): Check<P> =>
+  obj(shape as unknown as Shape, o) as unknown as Check<P>;
 
 /** A free-form JSON object (counted, not inspected). */
 export const record =

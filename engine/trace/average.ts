@@ -10,6 +10,9 @@ import { nextTokenLogprobs } from '../predict.js';
 import { Job, type JobControl } from '../util/jobs.js';
 import { trace } from './index.js';
 import { TRACE_KINDS, type TraceKind, type TraceOptions, type TraceResult } from './types.js';
+import type { AverageOptions, AverageResult, Fact } from '../protocol/trace.js';
+
+export type { AverageOptions, AverageResult, Fact };
 
 export const AIE_BUCKETS = [
   'first subject token',
@@ -19,39 +22,6 @@ export const AIE_BUCKETS = [
   'further tokens',
   'last token',
 ] as const;
-
-export interface Fact {
-  subject: string;
-  /** Prompt with "{}" where the subject goes, or the full prompt. */
-  prompt: string;
-  /** The expected answer (object). */
-  object: string;
-  relation_id?: string;
-}
-
-export interface AverageResult {
-  kinds: TraceKind[];
-  buckets: readonly string[];
-  /** aie[kind][bucket][layer] = mean score − mean corrupted probability. */
-  aie: Partial<Record<TraceKind, number[][]>>;
-  /** Samples per bucket (a bucket may collect several tokens per prompt). */
-  counts: number[];
-  /** 95% half-width 1.96·std/√n per [kind][bucket][layer]. */
-  ci95: Partial<Record<TraceKind, number[][]>>;
-  facts_considered: number;
-  facts_traced: number;
-  facts_skipped: Array<{ line: number; subject: string; reason: string }>;
-  avg_clean_prob: number;
-  avg_corrupted_prob: number;
-  /** Average total effect: mean clean − mean corrupted probability. */
-  ate: number;
-  peaks: Partial<Record<TraceKind, { bucket: string; layer: number; aie: number }>>;
-  window: number;
-  samples: number;
-  noise_scale: number;
-  backend: string;
-  elapsed_ms: number;
-}
 
 /** Reads a facts file: JSON lines or a JSON array of {subject, prompt, object|attribute|target}. */
 export function readFacts(file: string): Array<{ line: number; fact: Fact | null; error?: string }> {
@@ -101,10 +71,6 @@ function bucketsOf(T: number, [b, e]: [number, number]): number[][] {
   if (e < T) rows[3].push(e);
   for (let i = e + 1; i < T - 1; i++) rows[4].push(i);
   return rows;
-}
-
-export interface AverageOptions extends TraceOptions {
-  limit?: number;
 }
 
 export async function traceAverage(

@@ -9,7 +9,7 @@ import { padBatch } from '../runtime/batch.js';
 import { chainHooks, site, type Hook } from '../runtime/sites.js';
 import { interventionHook } from '../runtime/interventions.js';
 import type { Job } from '../util/jobs.js';
-import { disposeAll } from '../util/scope.js';
+import { disposeAll, tidyData } from '../util/scope.js';
 import { answerProbs, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
 
 export interface RawTrace {
@@ -45,18 +45,22 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
   const frozenSites = new Set<string>();
   for (const r of restorationList) for (const x of r.mods) if (x.source === 'corrupted') frozenSites.add(siteOf(x));
   const reads = new Map<string, tf.Tensor3D>();
-  const base = tf.tidy(() => {
+  // Read after the tidy (tidyData): arraySync inside it made tidy walk rows × V numbers.
+  const base = tidyData(() => {
     const readHook = needsCorrupted
       ? interventionHook([...frozenSites].map((s) => ({ site: s, op: 'read' as const })), reads)
       : undefined;
     const logits = forward(m, batch, { hook: chainHooks(noiseHook, readHook) }).logits!;
     for (const t of reads.values()) tf.keep(t);
-    return tf.softmax(logits).arraySync() as number[][];
+    return tf.softmax(logits);
   });
-  const clean = base[0];
+  const V = base.length / (n + 1);
+  const clean = base.subarray(0, V);
   let answerId = p.expectedId ?? 0;
   if (p.expectedId === null) for (let i = 1; i < clean.length; i++) if (clean[i] > clean[answerId]) answerId = i;
-  const corruptedProb = base.slice(1).reduce((a, row) => a + row[answerId], 0) / n;
+  let corruptedSum = 0;
+  for (let r = 1; r <= n; r++) corruptedSum += base[r * V + answerId];
+  const corruptedProb = corruptedSum / n;
 
   const scores: number[] = [];
   for (let i = 0; i < restorationList.length; i++) {

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { Rng } from '../util/rng.js';
+import { tidyData } from '../util/scope.js';
 
 /** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
 export function modelSubjects(dir: string): { subjects: string[]; source: string } | null {
@@ -50,7 +51,7 @@ export function threeSigma(model: LoadedModel, subjects?: string[]): { scale: nu
   if (set && set.subjects.length > 0) {
     const ids: number[] = [];
     for (const s of set.subjects) ids.push(...model.tokenizer.encode(s));
-    const rows = tf.tidy(() => tf.gather(model.weights.wte, tf.tensor1d(ids, 'int32')).dataSync() as Float32Array);
+    const rows = tidyData(() => tf.gather(model.weights.wte, tf.tensor1d(ids, 'int32')));
     result = { scale: 3 * std(rows), source: `3σ of the token embeddings of ${set.subjects.length} subjects (${set.source})` };
   } else {
     const all = model.weights.wte.dataSync() as Float32Array;

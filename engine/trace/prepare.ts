@@ -8,6 +8,7 @@ import type { LoadedModel } from '../model/load.js';
 import { encodePrompt } from '../predict.js';
 import { subjectTokenRange } from '../tokenizer/index.js';
 import { noiseValues, threeSigma } from './noise.js';
+import { tidyData } from '../util/scope.js';
 import { TRACE_KINDS, windowForDepth, windowLayers, type TraceKind, type TraceOptions } from './types.js';
 
 export interface Prepared {
@@ -176,13 +177,13 @@ export function noiseTensor(p: Prepared): tf.Tensor2D {
  * a slow generic copy on WASM, and the full softmax is not needed.
  */
 export function answerProbs(model: LoadedModel, rows: tf.Tensor2D, answer: number): Float32Array {
-  return tf.tidy(() => {
+  return tidyData(() => {
     const w = model.weights;
     const logits = tf.matMul(rows, w.unembed);
     const full = w.unembedBias ? tf.add(logits, w.unembedBias) : logits;
     const lse = tf.logSumExp(full, 1);
     let za = tf.reshape(tf.matMul(rows, tf.gather(w.unembed, [answer], 1)), [-1]);
     if (w.unembedBias) za = tf.add(za, tf.gather(w.unembedBias, [answer]));
-    return tf.exp(tf.sub(za, lse)).dataSync() as Float32Array;
+    return tf.exp(tf.sub(za, lse));
   });
 }

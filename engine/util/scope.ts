@@ -40,3 +40,18 @@ export function disposeAll(x: unknown): void {
   collect(x, s, new Set());
   for (const t of s) if (!t.isDisposed) t.dispose();
 }
+
+/**
+ * Runs fn inside a tidy and reads the tensor it returns after the tidy has ended. Never read
+ * with dataSync()/arraySync() inside tf.tidy and return the array: tidy walks a returned
+ * container with for…in, which visits a typed array (or nested number arrays) element by
+ * element; 1.93M floats cost ~3 s in a trace (docs/tfjs-backends.md, issue #12).
+ */
+export function tidyData(fn: () => tf.Tensor): Float32Array {
+  const t = tf.tidy(fn);
+  try {
+    return t.dataSync() as Float32Array;
+  } finally {
+    t.dispose();
+  }
+}

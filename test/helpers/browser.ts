@@ -39,7 +39,7 @@ export function ensureWebviewBundle(view = 'trace'): string {
       const p = path.join(dir, e.name);
       return Math.max(m, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
     }, 0);
-  const srcTime = Math.max(newest(path.join(ROOT, 'webviews')), fs.statSync(path.join(ROOT, 'engine', 'trace', 'types.ts')).mtimeMs);
+  const srcTime = Math.max(newest(path.join(ROOT, 'webviews')), newest(path.join(ROOT, 'engine', 'protocol')));
   if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < srcTime) {
     execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs'), '--only', `webview ${view}`], { cwd: ROOT, stdio: 'pipe' });
   }

@@ -7,7 +7,7 @@ import { LitElement, css, html, type PropertyValues } from 'lit';
 import { parse, View, type Item } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { expressionInterpreter } from 'vega-interpreter';
-import type { TraceKind, TraceResult } from '../../engine/trace/types.js';
+import type { TraceKind, TraceResult } from '../../engine/protocol/trace.js';
 import type { Theme } from '../shared/theme.js';
 import { cellTooltip, heatmapSpec, KIND_INFO, type Cell } from './spec.js';
 

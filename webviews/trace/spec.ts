@@ -6,7 +6,7 @@
  * Pure functions of the trace result and the theme (no DOM): the view renders them with
  * vega's CSP-safe interpreter, the tests inspect them directly.
  */
-import type { TraceKind, TraceResult } from '../../engine/trace/types.js';
+import type { TraceKind, TraceResult } from '../../engine/protocol/trace.js';
 import type { Theme } from '../shared/theme.js';
 
 export const KIND_INFO: Record<TraceKind, { label: string; title: string; scheme: string; site: string }> = {
