@@ -38,7 +38,7 @@ const { values } = parseArgs({
     'stats-samples': { type: 'string' },
     dataset: { type: 'string', default: path.join(TINYWORLD, 'counterfact-dev.json') },
     out: { type: 'string' },
-    formulas: { type: 'string', default: 'consistent,reference,keys,keys+subject,keys+null,reference@grow,keys@grow,keys+subject@grow' },
+    formulas: { type: 'string', default: 'consistent,reference,keys,keys+subject,keys+null,reference@grow,keys@grow,keys+subject@grow,keys@grow#n250,keys@grow#n1000,keys@grow#n4000' },
   },
 });
 
@@ -59,6 +59,11 @@ async function main(): Promise<void> {
   const hp = { ...base, clampNormFactor: clamp, vNumGradSteps: steps };
   const stats = await layerStats(model, layer, { samples: statsSamples });
   const templates = contextTemplates(model, {}).templates;
+  const fewer = new Map<number, Awaited<ReturnType<typeof layerStats>>>();
+  const statsFor = async (n: number) => {
+    if (!fewer.has(n)) fewer.set(n, await layerStats(model, layer, { samples: n }));
+    return fewer.get(n)!;
+  };
   fs.mkdirSync(path.dirname(out), { recursive: true });
   const done = new Set<number>();
   if (fs.existsSync(out)) {
@@ -93,11 +98,15 @@ async function main(): Promise<void> {
       v_seconds: v4.seconds + (grow !== v4 ? grow.seconds : 0),
     };
     for (const full of formulas) {
-      const [name, at] = full.split('@');
+      // "name@grow": the grown-radius v*; "name#nN": statistics from N documents only.
+      const [spec, docsAt] = full.split('#n');
+      const st = docsAt ? await statsFor(Number(docsAt)) : stats;
+      const [name, at] = spec.split('@');
       const v = at === 'grow' ? grow : v4;
       const delta = Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]);
       let upd: RomeUpdate;
-      if (name === 'consistent' || name === 'reference') upd = rightVector(model, layer, keys, u, v.vStar, name);
+      const uFor = st === stats ? u : leftVector(keys.kBar, st).u;
+      if (name === 'consistent' || name === 'reference') upd = rightVector(model, layer, keys, uFor, v.vStar, name);
       else if (name.startsWith('keys')) {
         let all = keys.all;
         if (name.includes('+subject') && !c.request.prompt.startsWith('{}')) {
@@ -105,7 +114,7 @@ async function main(): Promise<void> {
           all = [...all, ...romeKeys(model, layer, { ...req, prompt: '{}' }, templates).all];
         }
         const ridge = /ridge([0-9.e-]+)/.exec(name);
-        upd = multiKeyUpdate(all, stats, delta, ridge ? Number(ridge[1]) : undefined, name.includes('+null') ? nullSpace(stats) : null);
+        upd = multiKeyUpdate(all, st, delta, ridge ? Number(ridge[1]) : undefined, name.includes('+null') ? nullSpace(st) : null);
       } else throw new Error(`unknown formula ${name}`);
       const rec: EditRecord = {
         id: `abl-${i}-${full}`,

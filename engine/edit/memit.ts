@@ -29,6 +29,7 @@ import { site } from '../runtime/sites.js';
 import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { applyEdit, listEdits, revertEdit } from './apply.js';
 import { cacheRoot, modelContentHash, readJsonCache, writeAtomic } from './hash.js';
+import { statsTokens } from './hparams.js';
 import { memitHparams, type MemitHparams } from './memit-hparams.js';
 import { nullSpace, nullSpaceSolve } from './nullspace.js';
 import { cholesky, choleskySolve, norm } from './linalg.js';
@@ -213,7 +214,7 @@ export async function memitEditParts(
         ? await layerStats(
             model,
             l,
-            { corpus: requests[0].corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz },
+            { corpus: requests[0].corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz, ...statsTokens(hp, opts.statsSamples, model.config.dMlp) },
             sub(lo, lo + 0.3 / layers.length),
           )
         : null,

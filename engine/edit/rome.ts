@@ -39,7 +39,7 @@ import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
 import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { modelContentHash } from './hash.js';
-import { checkLayer, romeHparams, type RomeHparams } from './hparams.js';
+import { statsTokens, checkLayer, romeHparams, type RomeHparams } from './hparams.js';
 import { cholesky, choleskySolve, dot, norm, vecMat } from './linalg.js';
 import { FrozenWeights, withFastGradients } from './fastgrad.js';
 import { layerStats, statsFactor, type LayerStats } from './stats.js';
@@ -580,6 +580,20 @@ export function multiKeyUpdate(
   return { u, vR, kDotU: dot(keys[0], u), deltaNorm: norm(vR), fit };
 }
 
+/**
+ * The keys the 'keys' / 'subject-keys' update maps to v*'s change. 'subject-keys' adds, when the
+ * prompt has words before the subject ("The mother tongue of {} is"), the subject's key after
+ * the same 21 prefixes with nothing of the prompt before it: at the edited layer a subject's key
+ * still carries the words that precede it, so a key read only after the relation words misses
+ * the prompts that name the subject first ("{}'s native language is"). The fact is keyed by the
+ * subject; these keys are the subject's in the other position. For a prompt that starts with
+ * the subject the two sets are the same (the key sees only what precedes it).
+ */
+export function updateKeys(model: LoadedModel, layer: number, req: PreparedRequest, templates: string[], keys: RomeKeys, formula: 'keys' | 'subject-keys'): Float64Array[] {
+  if (formula === 'keys' || req.prompt.startsWith('{}')) return keys.all;
+  return [...keys.all, ...romeKeys(model, layer, { ...req, prompt: '{}' }, templates).all];
+}
+
 /** Everything a ROME edit computed: the record plus its intermediate vectors (for tests and tools). */
 export interface RomeParts {
   record: EditRecord;
@@ -633,7 +647,7 @@ export async function romeEditParts(
     stats = await layerStats(
       model,
       layer,
-      { corpus: request.corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz },
+      { corpus: request.corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz, ...statsTokens(hp, opts.statsSamples, model.config.dMlp) },
       sub(0.05, 0.6),
     );
   }
@@ -651,7 +665,15 @@ export async function romeEditParts(
   const { u, jitter } = leftVector(keys.kBar, stats);
   const keySeconds = (performance.now() - tKeys) / 1000;
 
-  const v = await computeVStar(model, layer, req, tpl.templates, hp, opts, new Job(sub(0.65, 1), 'ROME edit'));
+  let v = await computeVStar(model, layer, req, tpl.templates, hp, opts, new Job(sub(0.65, hp.clampGrowth ? 0.85 : 1), 'ROME edit'));
+  // Radius growth (hparams.ts): when v* misses its own target at the radius (exp(−NLL) < 0.5),
+  // once more from scratch at twice the radius.
+  let radius = hp.clampNormFactor;
+  const missed = (x: VResult) => Math.exp(-x.steps[x.steps.length - 1].nll) < 0.5;
+  if (hp.clampGrowth && missed(v)) {
+    radius = 2 * hp.clampNormFactor;
+    v = await computeVStar(model, layer, req, tpl.templates, { ...hp, clampNormFactor: radius }, opts, new Job(sub(0.85, 1), 'ROME edit'));
+  }
   const useNull = request.nullSpace ?? (opts.nullSpace !== undefined && opts.nullSpace !== false);
   let ns: NullSpace | null = null;
   if (useNull) {
@@ -659,8 +681,8 @@ export async function romeEditParts(
     ns = nullSpace(stats, typeof opts.nullSpace === 'number' ? opts.nullSpace : undefined);
   }
   let upd: RomeUpdate;
-  if (formula === 'keys') {
-    upd = multiKeyUpdate(keys.all, stats, Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]), undefined, ns);
+  if (formula === 'keys' || formula === 'subject-keys') {
+    upd = multiKeyUpdate(updateKeys(model, layer, req, tpl.templates, keys, formula), stats, Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]), undefined, ns);
   } else if (ns) {
     const pu = project(ns, u);
     const pn = norm(pu);
@@ -675,7 +697,8 @@ export async function romeEditParts(
     layer,
     layer_source: hp.layerSource,
     formula,
-    clamp_norm_factor: hp.clampNormFactor,
+    clamp_norm_factor: radius,
+    clamp_grown: radius !== hp.clampNormFactor ? 1 : 0,
     ...(ns ? { null_space_rank: ns.rank, null_space_threshold: ns.threshold, null_space_energy: ns.energy } : {}),
     k_dot_u: upd.kDotU,
     k_bar_dot_u: dot(keys.kBar, u),

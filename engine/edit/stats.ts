@@ -49,6 +49,12 @@ export interface StatsOptions {
   corpus?: string;
   /** Number of documents (default: all, capped at 100,000). */
   samples?: number;
+  /**
+   * Stop at the first documents of the seeded shuffle that reach this many tokens (when fewer
+   * than `samples`): the estimate of C needs a number of keys proportional to its dimension,
+   * not the whole corpus (hparams.ts, mom2TokensPerDim).
+   */
+  minTokens?: number;
   /** Padded tokens per batch (default max(3·n_ctx, 2048)). */
   batchTokens?: number;
   /** Read and write the disk cache (default true). */
@@ -120,16 +126,35 @@ export function readCorpus(file: string): string[] {
   return docs;
 }
 
-/** The documents used for `samples` (all, in file order, or a seeded shuffle's first n). */
-export function sampleDocuments(docs: string[], samples: number): string[] {
-  if (samples >= docs.length) return docs;
-  const idx = Array.from({ length: docs.length }, (_, i) => i);
+/** The seeded shuffle (seed 1) of document indices that every sample is a prefix of. */
+function shuffledOrder(n: number): number[] {
+  const idx = Array.from({ length: n }, (_, i) => i);
   const rng = new Rng(1);
   for (let i = idx.length - 1; i > 0; i--) {
     const j = Math.floor(rng.uniform() * (i + 1));
     [idx[i], idx[j]] = [idx[j], idx[i]];
   }
-  return idx.slice(0, samples).sort((a, b) => a - b).map((i) => docs[i]);
+  return idx;
+}
+
+/** The documents used for `samples` (all, in file order, or a seeded shuffle's first n). */
+export function sampleDocuments(docs: string[], samples: number): string[] {
+  if (samples >= docs.length) return docs;
+  return shuffledOrder(docs.length)
+    .slice(0, samples)
+    .sort((a, b) => a - b)
+    .map((i) => docs[i]);
+}
+
+/** How many documents of the seeded shuffle it takes to reach `tokens` tokens (each truncated to the context). */
+export function documentsForTokens(model: LoadedModel, docs: string[], tokens: number): number {
+  let sum = 0;
+  const order = shuffledOrder(docs.length);
+  for (let k = 0; k < order.length; k++) {
+    sum += Math.min(model.config.nCtx, model.tokenizer.encode(docs[order[k]]).length);
+    if (sum >= tokens) return k + 1;
+  }
+  return docs.length;
 }
 
 interface Header {
@@ -223,7 +248,9 @@ export async function layerStats(
   if (!Number.isInteger(limit) || limit < 1) {
     throw new FactLensError('INVALID_ARGUMENT', `samples must be a positive integer, not ${opts.samples}`, { field: 'samples' });
   }
-  const chosen = sampleDocuments(docs, Math.min(limit, MAX_STATS_SAMPLES, docs.length));
+  let n = Math.min(limit, MAX_STATS_SAMPLES, docs.length);
+  if (opts.minTokens !== undefined) n = Math.min(n, documentsForTokens(model, docs, opts.minTokens));
+  const chosen = sampleDocuments(docs, n);
   const useCache = opts.cache !== false;
   const mHash = modelContentHash(model);
   const cHash = fileHash(corpusFile, 'corpus');

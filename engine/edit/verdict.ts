@@ -90,7 +90,7 @@ export function missReason(rec: EditRecord, v: Omit<EditVerdict, 'reason'>): str
     if (i.formula === 'consistent' && ratio < 0.9) {
       return (
         `${seen}: v* works on the templates (p ${n(pStar)}) but the edit prompt's key gets only ${n(ratio)} of the change ` +
-        `(k_bare·u / k̄·u); try --formula keys (every template key gets the full change) or --formula reference`
+        `(k_bare·u / k̄·u); try --formula subject-keys (every template key gets the full change) or --formula reference`
       );
     }
     return (

@@ -11,7 +11,7 @@ import type { WithProgress } from './jobs.js';
 export const EDIT_METHODS = ['rome', 'memit', 'ft', 'ft-l'] as const;
 export type EditMethod = (typeof EDIT_METHODS)[number];
 
-export const ROME_FORMULAS = ['keys', 'consistent', 'reference'] as const;
+export const ROME_FORMULAS = ['subject-keys', 'keys', 'consistent', 'reference'] as const;
 export type RomeFormula = (typeof ROME_FORMULAS)[number];
 
 export interface EditRequest {
@@ -26,9 +26,11 @@ export interface EditRequest {
   /** ROME/FT layer, or MEMIT layers; defaults come from the model's hyperparameters. */
   layers?: number[];
   /**
-   * ROME's update (rome-spec §2.8): 'keys' (every template key gets v*'s change; the default
-   * where the model has no reference hyperparameters), 'consistent' (k̄ ↦ v*; the default for
-   * the reference models) or 'reference' (the original code's: the bare prompt's key ↦ v*).
+   * ROME's update (rome-spec §2.8; engine/edit/rome.ts): 'subject-keys' (the default where the
+   * model has no reference hyperparameters: every template key, and the subject's key after the
+   * same prefixes without the prompt's words before it, gets v*'s change), 'keys' (the template
+   * keys only), 'consistent' (k̄ ↦ v*; the default for the reference models) or 'reference'
+   * (the original code's: the bare prompt's key ↦ v*).
    */
   formula?: RomeFormula;
   /** ROME/MEMIT: confine the update to the null space of the key statistics (AlphaEdit; engine/edit/nullspace.ts). */

@@ -18,7 +18,7 @@ export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
 export const usage =
   'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
-  '[--formula keys|consistent|reference] [--clamp F] [--v-steps N] [--null-space] [--check "<prompt>"]... [--save DIR] [--record FILE] [--model DIR] [--json]';
+  '[--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--null-space] [--check "<prompt>"]... [--save DIR] [--record FILE] [--model DIR] [--json]';
 export const description =
   'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
   'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
@@ -39,7 +39,7 @@ export const options: OptionsSpec = {
   formula: {
     type: 'string',
     valueName: 'F',
-    description: "ROME's update formula [default: keys; consistent for the reference models]",
+    description: "ROME's update formula [default: subject-keys; consistent for the reference models]",
     choices: [...ROME_FORMULAS],
   },
   clamp: { type: 'string', valueName: 'F', description: "ROME v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },

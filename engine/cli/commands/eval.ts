@@ -26,7 +26,7 @@ import type { CommandIO } from '../types.js';
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
 export const usage =
-  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula keys|consistent|reference] [--clamp F] [--v-steps N] [--sequential] [--null-space] [--per-record FILE] [--model DIR] [--json]';
+  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--sequential] [--null-space] [--per-record FILE] [--model DIR] [--json]';
 export const description =
   'For each record: metrics on the unedited model, compute and apply the edit, metrics again, restore\n' +
   '(verified bit-identical). With --batch N, N records are edited together (ROME/FT sequentially, MEMIT\n' +
@@ -46,7 +46,7 @@ export const options: OptionsSpec = {
   batch: { type: 'string', valueName: 'N', description: 'records edited together before measuring', default: '1' },
   layer: { type: 'string', valueName: 'L', description: 'edit layer, or layers for MEMIT (1,2,3) (default: the method\'s layers for the model)' },
   'stats-samples': { type: 'string', valueName: 'N', description: 'documents for ROME/MEMIT statistics [default: all, at most 100000]' },
-  formula: { type: 'string', valueName: 'F', description: "ROME's update formula [default: keys; consistent for the reference models]", choices: [...ROME_FORMULAS] },
+  formula: { type: 'string', valueName: 'F', description: "ROME's update formula [default: subject-keys; consistent for the reference models]", choices: [...ROME_FORMULAS] },
   clamp: { type: 'string', valueName: 'F', description: "ROME/MEMIT v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },
   'v-steps': { type: 'string', valueName: 'N', description: 'ROME/MEMIT v* optimisation steps [default: 20]' },
   'gen-every': { type: 'string', valueName: 'N', description: 'GE on every N-th record (0: skip the generation test)', default: '1' },
