@@ -85,6 +85,33 @@ export function intOption(value: unknown, name: string, fallback: number, comman
   return Number(s);
 }
 
+/** A plain decimal number: digits, an optional fraction and exponent. No hex, no empty string, no Infinity. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * A number option value, strictly parsed: `Number()` would take '' as 0 and '0x10' as 16.
+ * `min`/`max` bound it (inclusive); `positive` excludes 0.
+ */
+export function numberOption(value: unknown, name: string, opts: { min?: number; max?: number; positive?: boolean } = {}, command?: string): number {
+  const s = String(value).trim();
+  const x = Number(s);
+  const range = `${opts.positive ? 'a positive number' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}${opts.max !== undefined ? ` ≤ ${opts.max}` : ''}`;
+  if (!DECIMAL.test(s) || !Number.isFinite(x) || (opts.positive && x <= 0) || (opts.min !== undefined && x < opts.min) || (opts.max !== undefined && x > opts.max)) {
+    throw new UsageError(`--${name} needs ${range} (plain decimal), not '${String(value)}'`, command);
+  }
+  return x;
+}
+
+/** A comma-separated list of allowed values: at least one, no empty items, no repeats. */
+export function listOption<T extends string>(value: unknown, name: string, choices: readonly T[], command?: string): T[] {
+  const items = String(value).split(',').map((k) => k.trim());
+  for (const k of items) {
+    if (k === '') throw new UsageError(`--${name} has an empty item in '${String(value)}' (one or more of ${choices.join(', ')}, comma-separated)`, command);
+    if (!choices.includes(k as T)) throw new UsageError(`--${name}: unknown value '${k}' (one or more of ${choices.join(', ')})`, command);
+  }
+  return [...new Set(items)] as T[];
+}
+
 /** A layer list: "3" or "1,2,3"; several layers only for MEMIT, the one method that edits several. */
 export function layerListOption(value: unknown, name: string, method: unknown, command?: string): number[] | undefined {
   if (value === undefined) return undefined;

@@ -127,7 +127,7 @@ export function reportError(e: unknown, io: CommandIO, debug = false): number {
   if (isFactLensError(e)) {
     io.stderr.write(`factlens: ${e.message}\n${formatErrorData(e)}\n`);
     if (debug) io.stderr.write(`${e.stack}\n`);
-    return e.code === 'INVALID_ARGUMENT' ? EXIT_USAGE : EXIT_RUNTIME;
+    return e.code === 'INVALID_ARGUMENT' || e.code === 'PROMPT_TOO_LONG' ? EXIT_USAGE : EXIT_RUNTIME;
   }
   const err = e instanceof Error ? e : new Error(String(e));
   io.stderr.write(`factlens: ${err.message}\n`);

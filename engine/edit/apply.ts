@@ -7,11 +7,9 @@
  * Methods plug in through `registerEditMethod` (ROME is built in; MEMIT / FT / FT+L modules
  * register themselves or are added to METHODS below).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { isHostWeight } from '../runtime/native/host-weights.js';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
-import { writeSafetensors } from '../model/safetensors.js';
 import type { JobControl } from '../util/jobs.js';
 import { modelContentHash } from './hash.js';
 import { computeRome, type RomeOptions } from './rome.js';
@@ -44,12 +42,28 @@ export function editMethods(): EditMethod[] {
  * the reference's sequential ROME does). The model is not changed: apply the record with
  * applyEdit.
  */
+/**
+ * Edits change weights through WASM kernels (and read them in the heap); a model whose block
+ * matrices live in host memory (a model beyond the WASM heap, runtime/native/host-weights.ts)
+ * can be traced and queried but not edited.
+ */
+function refuseHostWeights(model: LoadedModel): void {
+  if (model.weights.blocks.some((b) => isHostWeight(b.mlpOut.w))) {
+    throw new FactLensError(
+      'MODEL_TOO_LARGE',
+      `${model.name} (${(model.parameterCount / 1e6).toFixed(0)}M parameters) keeps its weight matrices outside the 4 GB WASM heap; it can be traced and queried, not edited`,
+      { file: model.dir, backend: model.backend },
+    );
+  }
+}
+
 export async function computeEdit(
   model: LoadedModel,
   request: EditRequest,
   control: JobControl = {},
   opts: ComputeOptions = {},
 ): Promise<EditRecord> {
+  refuseHostWeights(model);
   const method = request?.method ?? 'rome';
   const fn = METHODS[method];
   if (!fn) {
@@ -59,8 +73,36 @@ export async function computeEdit(
       { field: 'method', method },
     );
   }
+  checkRequestLength(model, request);
+  if (typeof request.target === 'string' && typeof request.targetTrue === 'string' && request.target.trim() === request.targetTrue.trim()) {
+    // The true answer as the new one: nothing would change; say so rather than "apply" it.
+    throw new FactLensError(
+      'INVALID_ARGUMENT',
+      `the target "${request.target.trim()}" is already the true answer for "${request.subject}": there is nothing to edit; give another target`,
+      { field: 'target' },
+    );
+  }
   const rec = await fn(model, request, control, opts);
   return opts.verdict === false ? rec : attachVerdict(model, rec);
+}
+
+/** PROMPT_TOO_LONG, naming the field, when the edit prompt followed by its target cannot fit the context. */
+function checkRequestLength(model: LoadedModel, request: EditRequest): void {
+  if (typeof request?.prompt !== 'string' || typeof request.subject !== 'string' || typeof request.target !== 'string') return;
+  const filled = request.prompt.includes('{}') ? request.prompt.replace('{}', request.subject) : request.prompt;
+  const p = model.tokenizer.encode(filled).length;
+  const limit = model.config.nCtx;
+  if (p > limit) {
+    throw new FactLensError('PROMPT_TOO_LONG', `the edit prompt is ${p} tokens; ${model.name} reads at most ${limit}`, { field: 'prompt', tokens: p, limit });
+  }
+  const t = model.tokenizer.encode(request.target.startsWith(' ') ? request.target : ` ${request.target}`).length;
+  if (p + t - 1 > limit) {
+    throw new FactLensError(
+      'PROMPT_TOO_LONG',
+      `the edit prompt (${p} tokens) followed by the target (${t} tokens) is ${p + t - 1} tokens; ${model.name} reads at most ${limit}`,
+      { field: 'target', tokens: p + t - 1, limit },
+    );
+  }
 }
 
 export interface ApplyOptions {
@@ -117,68 +159,4 @@ export function revertAllEdits(model: LoadedModel): EditRecord[] {
 /** Applied edits, in application order. */
 export function listEdits(model: LoadedModel): EditRecord[] {
   return [...editState(model).records];
-}
-
-const WEIGHT_FILE = /(\.safetensors|\.safetensors\.index\.json|\.bin|\.pt|\.pth|\.h5|\.msgpack|\.ckpt|\.gguf)$/i;
-
-export interface SavedModel {
-  dir: string;
-  files: string[];
-  bytes: number;
-}
-
-/**
- * Writes the model with its applied edits as a checkpoint folder that loadModel reads:
- * `model.safetensors` in float32 (whatever the source dtype: an F16 round trip would round
- * the edit away or change it, so F32 keeps the edited weights exact), `config.json` (dtype set
- * to float32), the source folder's other files (tokenizer, generation config, corpus, facts),
- * and `factlens-edits.json` listing the applied records.
- */
-export function saveModel(model: LoadedModel, dirIn: string): SavedModel {
-  const dir = path.resolve(dirIn);
-  if (dir === path.resolve(model.dir)) {
-    throw new FactLensError('INVALID_ARGUMENT', `refusing to overwrite the loaded model's own folder ${dir}; save to another folder`, {
-      file: dir,
-      field: 'dir',
-    });
-  }
-  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) {
-    throw new FactLensError('INVALID_ARGUMENT', `${dir} exists and is not a folder`, { file: dir, field: 'dir' });
-  }
-  fs.mkdirSync(dir, { recursive: true });
-  const tensors = model.adapter.exportTensors(model.weights, model.config).map((t) => ({ ...t, dtype: 'F32' as const }));
-  const records = listEdits(model);
-  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, {
-    format: 'pt',
-    generator: 'factlens',
-    factlens_edits: String(records.length),
-    factlens_base_model: modelContentHash(model),
-  });
-  const files = ['model.safetensors'];
-  const configFile = path.join(model.dir, 'config.json');
-  const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-  let dtypeSet = false;
-  for (const k of ['dtype', 'torch_dtype']) {
-    if (k in config) {
-      config[k] = 'float32';
-      dtypeSet = true;
-    }
-  }
-  if (!dtypeSet) config['torch_dtype'] = 'float32';
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  files.push('config.json');
-  for (const name of fs.readdirSync(model.dir)) {
-    const src = path.join(model.dir, name);
-    if (name === 'config.json' || name === 'factlens-edits.json' || WEIGHT_FILE.test(name) || name.startsWith('.')) continue;
-    if (!fs.statSync(src).isFile()) continue;
-    fs.copyFileSync(src, path.join(dir, name));
-    files.push(name);
-  }
-  fs.writeFileSync(
-    path.join(dir, 'factlens-edits.json'),
-    JSON.stringify({ baseModel: model.dir, baseModelHash: modelContentHash(model), edits: records }, null, 1) + '\n',
-  );
-  files.push('factlens-edits.json');
-  const bytes = files.reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
-  return { dir, files, bytes };
 }

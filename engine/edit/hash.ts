@@ -7,7 +7,10 @@
  *
  * The cache root is `$FACTLENS_CACHE_DIR`, else `$XDG_CACHE_HOME/factlens`, else
  * `~/.cache/factlens`. All writes are atomic (temporary file + rename), so concurrent processes
- * and interrupted runs never leave a half-written entry behind.
+ * and interrupted runs never leave a half-written entry behind; the temporary files of a
+ * process that died mid-write are removed by the next write into that folder. Every cache file
+ * carries a SHA-256 of its contents, checked on every read: a damaged file is named in a
+ * warning and recomputed, never trusted.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -16,6 +19,7 @@ import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import type { LoadedModel } from '../model/load.js';
+import { warn } from '../util/warn.js';
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   if (env.FACTLENS_CACHE_DIR) return path.resolve(env.FACTLENS_CACHE_DIR);
@@ -30,9 +34,53 @@ export function cacheDir(sub: string): string {
   return dir;
 }
 
+/** Temporary files of writeAtomic: `<name>.tmp-<pid>-<random>`. */
+const TEMP_FILE = /\.tmp-(\d+)-[0-9a-f]{8}$/;
+/** A temporary file this old is stale even if its pid is alive again (pids are reused). */
+const STALE_TEMP_MS = 24 * 3600_000;
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the temporary files left in `dir` by writers that died (kill -9) mid-write. */
+export function cleanStaleTemps(dir: string): number {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  const now = Date.now();
+  for (const name of names) {
+    const m = TEMP_FILE.exec(name);
+    if (!m) continue;
+    const file = path.join(dir, name);
+    try {
+      const st = fs.lstatSync(file);
+      if (!st.isFile()) continue;
+      if (!processAlive(Number(m[1])) || now - st.mtimeMs > STALE_TEMP_MS) {
+        fs.rmSync(file, { force: true });
+        removed++;
+      }
+    } catch {
+      /* raced with another cleaner */
+    }
+  }
+  return removed;
+}
+
 /** Writes a file atomically: a unique temporary file beside it, then rename. */
 export function writeAtomic(file: string, data: string | Uint8Array | Array<Uint8Array>): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  cleanStaleTemps(path.dirname(file));
   const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   try {
     const fd = fs.openSync(tmp, 'w');
@@ -51,12 +99,48 @@ export function writeAtomic(file: string, data: string | Uint8Array | Array<Uint
   }
 }
 
-/** Reads a JSON cache entry; null when absent or unreadable (a corrupt entry is recomputed). */
-export function readJsonCache<T>(file: string): T | null {
+/** A damaged cache file: named in a warning, removed (so it is rewritten), and reported as a miss. */
+export function damagedCache(file: string, why: string): null {
+  warn(`cache file ${file} is damaged (${why}); recomputing it`);
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+    fs.rmSync(file, { force: true });
+  } catch {
+    /* read-only cache: recomputed each time */
+  }
+  return null;
+}
+
+const JSON_CACHE_HEAD = 'factlens-cache sha256=';
+
+/** Writes a JSON cache entry: a first line with the SHA-256 of the JSON text below it. */
+export function writeJsonCache(file: string, value: unknown): void {
+  const text = JSON.stringify(value, null, 1);
+  writeAtomic(file, `${JSON_CACHE_HEAD}${crypto.createHash('sha256').update(text, 'utf8').digest('hex')}\n${text}`);
+}
+
+/**
+ * Reads a JSON cache entry written by writeJsonCache; null when absent. A file whose checksum
+ * does not match is warned about and recomputed; one from before checksums is
+ * recomputed quietly.
+ */
+export function readJsonCache<T>(file: string): T | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
   } catch {
     return null;
+  }
+  const nl = text.indexOf('\n');
+  // An entry from before checksums: recomputed (and rewritten with one), quietly.
+  if (text.startsWith('{')) return null;
+  if (!text.startsWith(JSON_CACHE_HEAD) || nl < 0) return damagedCache(file, 'no checksum line');
+  const want = text.slice(JSON_CACHE_HEAD.length, nl);
+  const body = text.slice(nl + 1);
+  if (crypto.createHash('sha256').update(body, 'utf8').digest('hex') !== want) return damagedCache(file, 'checksum mismatch');
+  try {
+    return JSON.parse(body) as T;
+  } catch (e) {
+    return damagedCache(file, `not JSON: ${(e as Error).message}`);
   }
 }
 
@@ -105,7 +189,7 @@ export function fileHash(fileIn: string, field = 'file'): string {
     try {
       const fresh = readJsonCache<Record<string, string>>(memoFile) ?? {};
       fresh[key] = digest;
-      writeAtomic(memoFile, JSON.stringify(fresh));
+      writeJsonCache(memoFile, fresh);
     } catch {
       /* a read-only cache folder only costs a re-hash next time */
     }

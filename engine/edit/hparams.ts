@@ -42,7 +42,7 @@ import { readFacts, traceAverage } from '../trace/average.js';
 import type { JobControl } from '../util/jobs.js';
 import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
 import type { RomeFormula } from './types.js';
-import { cacheRoot, fileHash, modelContentHash, readJsonCache, shortHash, writeAtomic } from './hash.js';
+import { cacheRoot, fileHash, modelContentHash, readJsonCache, shortHash, writeJsonCache } from './hash.js';
 
 export interface RomeHparams {
   layer: number;
@@ -241,7 +241,7 @@ export async function chooseLayer(model: LoadedModel, opts: LayerChoiceOptions =
   };
   if (useCache) {
     try {
-      writeAtomic(file, JSON.stringify(choice, null, 1));
+      writeJsonCache(file, choice);
     } catch {
       /* recompute next time */
     }

@@ -1,7 +1,8 @@
 /** Model editing: ROME, MEMIT, FT, FT+L through apply.ts's method registry; MEMIT also as a batch. */
 export * from './types.js';
-export { computeEdit, applyEdit, revertEdit, revertAllEdits, listEdits, saveModel, registerEditMethod, editMethods } from './apply.js';
-export type { ComputeOptions, EditComputer, ApplyOptions, SavedModel } from './apply.js';
+export { computeEdit, applyEdit, revertEdit, revertAllEdits, listEdits, registerEditMethod, editMethods } from './apply.js';
+export type { ComputeOptions, EditComputer, ApplyOptions } from './apply.js';
+export { saveModel, checkSaveDestination, type SavedModel, type SaveOptions } from './save.js';
 export { computeRome, romeEditParts, computeVStar, romeKeys, leftVector, rightVector, prepareRequest } from './rome.js';
 export type { RomeOptions, RomeParts, VStep, VResult, RomeKeys, RomeUpdate, PreparedRequest } from './rome.js';
 export { layerStats, secondMoment, statsFactor, readCorpus, importNpzStats, defaultCorpus, MAX_STATS_SAMPLES } from './stats.js';

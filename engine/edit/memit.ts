@@ -28,7 +28,7 @@ import { interventionHook } from '../runtime/interventions.js';
 import { site } from '../runtime/sites.js';
 import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { applyEdit, listEdits, revertEdit } from './apply.js';
-import { cacheRoot, modelContentHash, readJsonCache, writeAtomic } from './hash.js';
+import { cacheRoot, modelContentHash, readJsonCache, writeJsonCache } from './hash.js';
 import { statsTokens } from './hparams.js';
 import { memitHparams, type MemitHparams } from './memit-hparams.js';
 import { nullSpace, nullSpaceSolve } from './nullspace.js';
@@ -277,7 +277,7 @@ export async function memitEditParts(
     zProb.push(v.steps[v.steps.length - 1].targetProb);
     if (useZCache) {
       try {
-        writeAtomic(zFile, JSON.stringify({ z: Array.from(v.vStar), hInit: Array.from(v.targetInit), targetProb: zProb[i] }));
+        writeJsonCache(zFile, { z: Array.from(v.vStar), hInit: Array.from(v.targetInit), targetProb: zProb[i] });
       } catch {
         /* recomputed next time */
       }

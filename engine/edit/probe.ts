@@ -3,10 +3,13 @@
  * forced over all target tokens), the top next token, and greedy continuations.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
+import { checkFinite } from '../runtime/finite.js';
 import { encodePrompt } from '../predict.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSoftmaxRows } from '../runtime/logsumexp.js';
 import { generate } from '../runtime/generate.js';
 
 export interface TargetScore {
@@ -29,13 +32,42 @@ function withSpace(t: string): string {
 }
 
 /** Scores every target after every prompt in one batched forward. */
-export function probePrompts(model: LoadedModel, prompts: string[], targets: string[]): PromptProbe[] {
+/** What to call the prompts and targets in errors (e.g. `--check 2`); default prompts[i], targets[j]. */
+export interface ProbeFields {
+  prompts?: string[];
+  targets?: string[];
+}
+
+/**
+ * PROMPT_TOO_LONG naming both fields when a prompt followed by a target (all but its last
+ * token: teacher forcing) does not fit the model's context; the prompts alone are checked by
+ * encodePrompt.
+ */
+export function checkProbeLengths(model: LoadedModel, promptIds: number[][], targetIds: number[][], fields: ProbeFields = {}): void {
+  const limit = model.config.nCtx;
+  promptIds.forEach((ids, p) => {
+    targetIds.forEach((tids, t) => {
+      const n = ids.length + tids.length - 1;
+      if (n <= limit) return;
+      const pf = fields.prompts?.[p] ?? `prompts[${p}]`;
+      const tf_ = fields.targets?.[t] ?? `targets[${t}]`;
+      throw new FactLensError(
+        'PROMPT_TOO_LONG',
+        `${pf} (${ids.length} tokens) followed by ${tf_} (${tids.length} tokens) is ${n} tokens; ${model.name} reads at most ${limit}`,
+        { field: tf_, prompt: pf, tokens: n, limit },
+      );
+    });
+  });
+}
+
+export function probePrompts(model: LoadedModel, prompts: string[], targets: string[], fields: ProbeFields = {}): PromptProbe[] {
   const tok = model.tokenizer;
   const targetIds = targets.map((t) => tok.encode(withSpace(t)));
   const rows: number[][] = [];
   const pairs: Array<[number, number]> = [];
   const meta: Array<{ p: number; t: number; first: number; n: number }> = [];
-  const promptIds = prompts.map((p) => encodePrompt(model, p));
+  const promptIds = prompts.map((p, i) => encodePrompt(model, p, fields.prompts?.[i] ?? 'prompt'));
+  checkProbeLengths(model, promptIds, targetIds, fields);
   promptIds.forEach((ids, p) => {
     // Row for the top token (and targets of one token), then one row per multi-token target.
     targetIds.forEach((tids, t) => {
@@ -53,9 +85,10 @@ export function probePrompts(model: LoadedModel, prompts: string[], targets: str
   const batch = padBatch(rows, 'right');
   const V = model.config.vocabSize;
   // Read outside the tidy: tidy walks a returned typed array element by element (slow).
-  const lpT = tf.tidy(() => tf.logSoftmax(forward(model, batch, { logitsAt: pairs }).logits!));
+  const lpT = tf.tidy(() => logSoftmaxRows(forward(model, batch, { logitsAt: pairs }).logits!));
   const lp = lpT.dataSync() as Float32Array;
   lpT.dispose();
+  checkFinite(model, lp, rows, 'the probe log-probabilities');
   const out: PromptProbe[] = prompts.map((prompt) => ({ prompt, top: { token: '', prob: 0 }, targets: [] }));
   const topAt = (pairIndex: number) => {
     let best = 0;

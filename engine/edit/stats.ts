@@ -23,6 +23,7 @@
  * Cache: `<cache root>/stats/<model hash>/L<layer>-<corpus hash>-n<documents>.mom2`, a small
  * JSON header followed by the f×f float64 sum; written atomically and reused by every command.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -34,10 +35,11 @@ import { interventionHook } from '../runtime/interventions.js';
 import { site } from '../runtime/sites.js';
 import { Job, type JobControl } from '../util/jobs.js';
 import { Rng } from '../util/rng.js';
-import { cacheRoot, fileHash, modelContentHash, shortHash, writeAtomic } from './hash.js';
+import { cacheRoot, cleanStaleTemps, damagedCache, fileHash, modelContentHash, shortHash, writeAtomic } from './hash.js';
 import { baseModel } from './state.js';
 import { readNpz } from './npz.js';
 import { cholesky, type Cholesky } from './linalg.js';
+import { readRegularText } from '../util/files.js';
 import type { LayerStatsSummary } from '../protocol/edit.js';
 
 export const MAX_STATS_SAMPLES = 100_000;
@@ -90,7 +92,7 @@ export function readCorpus(file: string): string[] {
     throw new FactLensError('FILE_MISSING', `corpus file ${abs} does not exist`, { file: abs, field: 'corpus' });
   }
   if (!st.isFile()) throw new FactLensError('FILE_MISSING', `corpus ${abs} is not a file`, { file: abs, field: 'corpus' });
-  const text = fs.readFileSync(abs, 'utf8');
+  const text = readRegularText(abs, 'corpus');
   const docs: string[] = [];
   const jsonl = /\.jsonl$/i.test(abs);
   text.split('\n').forEach((raw, i) => {
@@ -175,18 +177,24 @@ function statsFile(modelHash: string, layer: number, corpusHash: string, documen
 
 /**
  * Cache files are `magic | u32 header length | JSON header (space-padded to 8 bytes) | float64
- * body`: the header says what the numbers are, so a stale or foreign file is recognised and
- * recomputed instead of trusted.
+ * body`: the header says what the numbers are (and carries the body's SHA-256), so a stale,
+ * foreign or damaged file is recognised and recomputed instead of trusted.
  */
 export function writeFloat64File(file: string, magic: Buffer, header: object, body: Float64Array): void {
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const bytes = new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
+  const json = Buffer.from(JSON.stringify({ ...header, sha256 }), 'utf8');
   const pad = (8 - ((magic.length + 4 + json.length) % 8)) % 8;
   const len = Buffer.alloc(4);
   len.writeUInt32LE(json.length + pad);
-  writeAtomic(file, [magic, len, Buffer.concat([json, Buffer.alloc(pad, 0x20)]), new Uint8Array(body.buffer, body.byteOffset, body.byteLength)]);
+  writeAtomic(file, [magic, len, Buffer.concat([json, Buffer.alloc(pad, 0x20)]), bytes]);
 }
 
-/** The header and body of such a file, or null when missing, foreign or not `accept`ed (`accept` gets the body length in values). */
+/**
+ * The header and body of such a file; null when missing or not `accept`ed (another layout:
+ * `accept` gets the body length in values). A file that is unreadable, truncated or fails its
+ * checksum is named in a warning, removed and reported as a miss, so it is recomputed.
+ */
 export function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, values: number) => boolean): { header: H; body: Float64Array } | null {
   let buf: Buffer;
   try {
@@ -194,19 +202,25 @@ export function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, v
   } catch {
     return null;
   }
+  let header: H & { sha256?: unknown };
+  let off: number;
   try {
-    if (!buf.subarray(0, magic.length).equals(magic)) return null;
+    if (!buf.subarray(0, magic.length).equals(magic)) return damagedCache(file, 'wrong magic bytes');
     const hlen = buf.readUInt32LE(magic.length);
     const start = magic.length + 4;
-    const header = JSON.parse(buf.subarray(start, start + hlen).toString('utf8')) as H;
-    const off = start + hlen;
-    if ((buf.length - off) % 8 !== 0 || !accept(header, (buf.length - off) / 8)) return null;
-    const body = new Float64Array((buf.length - off) / 8);
-    new Uint8Array(body.buffer).set(buf.subarray(off));
-    return { header, body };
-  } catch {
-    return null;
+    header = JSON.parse(buf.subarray(start, start + hlen).toString('utf8')) as H & { sha256?: unknown };
+    off = start + hlen;
+  } catch (e) {
+    return damagedCache(file, `unreadable header: ${(e as Error).message}`);
   }
+  if ((buf.length - off) % 8 !== 0) return damagedCache(file, `truncated: ${buf.length - off} body bytes`);
+  if (typeof header.sha256 !== 'string') return null; // written before checksums: recomputed quietly
+  const got = crypto.createHash('sha256').update(buf.subarray(off)).digest('hex');
+  if (got !== header.sha256) return damagedCache(file, 'checksum mismatch');
+  if (!accept(header, (buf.length - off) / 8)) return null;
+  const body = new Float64Array((buf.length - off) / 8);
+  new Uint8Array(body.buffer).set(buf.subarray(off));
+  return { header, body };
 }
 
 function writeStatsFile(file: string, header: Header, sum: Float64Array): void {
@@ -256,6 +270,7 @@ export async function layerStats(
   const cHash = fileHash(corpusFile, 'corpus');
   const file = useCache ? statsFile(mHash, layer, cHash, chosen.length) : null;
   if (file) {
+    cleanStaleTemps(path.dirname(file));
     const hit = readStatsFile(file, f);
     if (hit) {
       return {

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { generate } from '../runtime/generate.js';
-import { cacheRoot, modelContentHash, readJsonCache, shortHash, writeAtomic } from './hash.js';
+import { cacheRoot, modelContentHash, readJsonCache, shortHash, writeJsonCache } from './hash.js';
 import { baseModel } from './state.js';
 
 export const TEMPLATE_LENGTHS: Array<[number, number]> = [
@@ -107,7 +107,7 @@ export function contextTemplates(model: LoadedModel, opts: TemplateOptions = {})
   memory.set(key, templates);
   if (useCache) {
     try {
-      writeAtomic(file, JSON.stringify({ model: modelContentHash(model), seed, lengths, starts, templates }, null, 1));
+      writeJsonCache(file, { model: modelContentHash(model), seed, lengths, starts, templates });
     } catch {
       /* unwritable cache: regenerate next process */
     }

@@ -12,10 +12,12 @@
  * concatenate the ids, which is what that assumption means (and is exact for GPT-2's BPE when
  * the target starts with a space, since pre-tokenization splits before " word").
  */
+import { FactLensError } from '../errors.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type { DecoderModel } from '../runtime/decoder-forward.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSumExpRows } from '../runtime/logsumexp.js';
 
 export interface ScoreRow {
   prefix: number[];
@@ -67,7 +69,11 @@ export function scoreItems(model: DecoderModel, items: ScoreItem[], opts: ScoreO
         row = rows.length;
         rows.push([...it.prefix, ...need]);
         if (rows[row].length > model.config.nCtx) {
-          throw new Error(`scoreItems: item ${i} has ${rows[row].length} tokens; the context is ${model.config.nCtx}`);
+          throw new FactLensError('PROMPT_TOO_LONG', `item ${i} with its target is ${rows[row].length} tokens; the context is ${model.config.nCtx}`, {
+            field: 'prompt',
+            tokens: rows[row].length,
+            limit: model.config.nCtx,
+          });
         }
         mine.push(row);
       }
@@ -114,7 +120,7 @@ export function scoreItems(model: DecoderModel, items: ScoreItem[], opts: ScoreO
     const batch = padBatch(rows.slice(start, end), 'right');
     const [lse, picked, am] = tf.tidy(() => {
       const logits = forward(model, batch, { logitsAt: pairs }).logits!;
-      return [tf.logSumExp(logits, 1), tf.gather(tf.reshape(logits, [-1]), tf.tensor1d(flat, 'int32')), tf.argMax(logits, 1)];
+      return [logSumExpRows(logits), tf.gather(tf.reshape(logits, [-1]), tf.tensor1d(flat, 'int32')), tf.argMax(logits, 1)];
     });
     const lseD = lse.dataSync() as Float32Array;
     const pickedD = picked.dataSync() as Float32Array;

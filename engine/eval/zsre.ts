@@ -23,6 +23,7 @@ import { Job, type JobControl } from '../util/jobs.js';
 import { Rng } from '../util/rng.js';
 import { nextTokenArgmax } from './nll.js';
 import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
+import { readRegularText } from '../util/files.js';
 
 export interface ZsreRecord {
   subject: string;
@@ -190,12 +191,11 @@ interface Fact {
  * `locJoiner: ''` to evaluateZsre so "?" is not glued to a statement.
  */
 export function buildTinyworldZsre(factsFile: string, relationsFile: string, opts: { n?: number; seed?: number } = {}): ZsreRecord[] {
-  const facts = fs
-    .readFileSync(factsFile, 'utf8')
+  const facts = readRegularText(factsFile)
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as Fact);
-  const relations = JSON.parse(fs.readFileSync(relationsFile, 'utf8')) as Record<string, { templates: string[] }>;
+  const relations = JSON.parse(readRegularText(relationsFile)) as Record<string, { templates: string[] }>;
   const rng = new Rng(opts.seed ?? 0);
   const n = Math.min(opts.n ?? 50, facts.length);
   const objects = new Map<string, string[]>();

@@ -16,6 +16,7 @@ import {
   type SafetensorsHeader,
   type UnsupportedTensorInfo,
 } from './safetensors.js';
+import { readRegularText } from '../util/files.js';
 
 const SINGLE_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
@@ -53,8 +54,9 @@ function readConfig(dir: string): Record<string, unknown> {
   const file = path.join(dir, 'config.json');
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
+    text = readRegularText(file);
+  } catch (e) {
+    if (fs.existsSync(file)) throw e; // there, but a FIFO, a folder, unreadable: say which
     throw new FactLensError('FILE_MISSING', `${file} is missing: a checkpoint folder needs its config.json`, { file });
   }
   let json: unknown;
@@ -119,9 +121,10 @@ function openSharded(dir: string): Opened {
   const index = path.join(dir, INDEX_FILE);
   const bad = (msg: string, extra: Record<string, unknown> = {}) =>
     new FactLensError('CORRUPT_SAFETENSORS', `${index}: ${msg}`, { file: index, ...extra });
+  const text = readRegularText(index);
   let json: unknown;
   try {
-    json = JSON.parse(fs.readFileSync(index, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw bad(`not valid JSON (${(e as Error).message})`);
   }

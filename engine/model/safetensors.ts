@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import type { HostTensor, SafetensorsDtype, TensorInfo } from './types.js';
+import { openRegular } from '../util/files.js';
 
 export const SUPPORTED_DTYPES: readonly SafetensorsDtype[] = ['F32', 'F16', 'BF16'];
 
@@ -171,11 +172,9 @@ function ioError(file: string, e: unknown): FactLensError {
 }
 
 function openRead(file: string): number {
-  try {
-    return fs.openSync(file, 'r');
-  } catch (e) {
-    throw ioError(file, e);
-  }
+  // Regular files only: a FIFO named model.safetensors would block open and read, freezing
+  // the CLI and the engine's request loop.
+  return openRegular(file);
 }
 
 /** Reads exactly `dst.byteLength` bytes at `position`; a short read means the file shrank. */

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'SUBJECT_NOT_FOUND'
   | 'PROMPT_TOO_LONG'
+  | 'NON_FINITE'
   | 'INVALID_ARGUMENT'
   | 'CANCELLED';
 
@@ -94,6 +95,7 @@ export const ERROR_CODES: Readonly<Record<AnyErrorCode, number>> = {
   BAD_TOKENIZER: 1110,
   // Runtime
   BACKEND_UNAVAILABLE: 1120,
+  NON_FINITE: 1121,
   // Prompts
   SUBJECT_NOT_FOUND: 1130,
   PROMPT_TOO_LONG: 1131,

@@ -3,6 +3,7 @@
  * the positions asked for. Callers own memory: wrap calls in tf.tidy (or dispose results).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { FactLensError } from '../errors.js';
 import { attentionBias, block, embed, finalNorm, selectRows, unembed, type DecoderModel, type KV } from './decoder-forward.js';
 import type { PaddedBatch } from './batch.js';
 import { lastIndices } from './batch.js';
@@ -37,6 +38,14 @@ export function forward(m: DecoderModel, batch: PaddedBatch, opts: ForwardOption
   const b = batch.ids.length;
   const t = batch.width;
   const pastLen = opts.past ? opts.past.kv[0].k.shape[2] : 0;
+  // Past the context there are no position embeddings: a clear error instead of GatherV2's.
+  if (pastLen + t > m.config.nCtx) {
+    throw new FactLensError('PROMPT_TOO_LONG', `an input of ${pastLen + t} tokens is longer than the model's context of ${m.config.nCtx}`, {
+      field: 'prompt',
+      tokens: pastLen + t,
+      limit: m.config.nCtx,
+    });
+  }
   const keyMask = opts.past ? batch.mask.map((row, r) => [...opts.past!.mask[r], ...row]) : batch.mask;
   const pastPositions = opts.past ? opts.past.mask.map((row) => row.reduce((a, x) => a + x, 0)) : null;
   const positions = pastPositions ? batch.positions.map((row, r) => row.map((p) => p + pastPositions[r])) : batch.positions;

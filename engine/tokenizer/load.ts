@@ -8,11 +8,12 @@
  * the file, and the line (vocab.json / merges.txt / JSON syntax errors) or field
  * (tokenizer.json) where possible.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FactLensError } from '../errors.js';
 import { createTokenizer, type AddedTokenJson, type TokenizerJson } from './hf.js';
 import type { Tokenizer } from './types.js';
+import { readRegularText } from '../util/files.js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -60,7 +61,7 @@ function lineColAt(text: string, pos: number): { line: number; column: number } 
 function readText(file: string): string {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readRegularText(file);
   } catch (e) {
     throw bad(`Cannot read tokenizer file ${file}: ${e instanceof Error ? e.message : String(e)}`, { file });
   }

@@ -22,7 +22,7 @@ export function subjectTokenRange(tokenizer: Tokenizer, ids: number[], subject: 
   // Offsets are in UTF-16 units throughout; since every piece is whole code points this
   // gives the same token indices as Python's code-point offsets.
   const charStart = whole.indexOf(subject);
-  if (charStart < 0) return null;
+  if (charStart < 0) return byteLevelRange(tokenizer, ids, subject);
   const charEnd = charStart + subject.length;
   let loc = 0;
   let start = -1;
@@ -32,6 +32,32 @@ export function subjectTokenRange(tokenizer: Tokenizer, ids: number[], subject: 
     if (loc >= charEnd) return [start, i + 1];
   }
   return null; // unreachable: the subject was found inside `whole`
+}
+
+/**
+ * The same rule when tokens split characters: byte-level BPE cuts an emoji or other multi-byte
+ * character into several tokens, each of which alone decodes to U+FFFD, so the concatenated
+ * pieces never contain the subject ("[🇫🇷France]" looked absent although it is there). Each
+ * token's end offset is then measured on the decoded text: the longest prefix of the whole
+ * decoding that decoding the first i+1 tokens reproduces (floor), plus the rest of the
+ * character when the token ends inside one (ceil).
+ */
+function byteLevelRange(tokenizer: Tokenizer, ids: number[], subject: string): [number, number] | null {
+  const whole = tokenizer.decode(ids);
+  const charStart = whole.indexOf(subject);
+  if (charStart < 0) return null;
+  const charEnd = charStart + subject.length;
+  let start = -1;
+  for (let i = 0; i < ids.length; i++) {
+    const part = tokenizer.decode(ids.slice(0, i + 1));
+    let floor = 0;
+    while (floor < part.length && floor < whole.length && part[floor] === whole[floor]) floor++;
+    const cp = whole.codePointAt(floor);
+    const ceil = floor < part.length && cp !== undefined ? floor + (cp > 0xffff ? 2 : 1) : floor;
+    if (start < 0 && ceil > charStart) start = i;
+    if (floor >= charEnd) return [start, i + 1];
+  }
+  return start >= 0 ? [start, ids.length] : null;
 }
 
 export interface TemplateSubjectIndex {

@@ -10,6 +10,7 @@ import { nextTokenLogprobs } from '../predict.js';
 import { Job, type JobControl } from '../util/jobs.js';
 import { trace } from './index.js';
 import { TRACE_KINDS, type TraceKind, type TraceOptions, type TraceResult } from './types.js';
+import { readRegularText } from '../util/files.js';
 import type { AverageOptions, AverageResult, Fact } from '../protocol/trace.js';
 
 export type { AverageOptions, AverageResult, Fact };
@@ -26,7 +27,7 @@ export const AIE_BUCKETS = [
 /** Reads a facts file: JSON lines or a JSON array of {subject, prompt, object|attribute|target}. */
 export function readFacts(file: string): Array<{ line: number; fact: Fact | null; error?: string }> {
   if (!fs.existsSync(file)) throw new FactLensError('FILE_MISSING', `facts file ${file} does not exist`, { file });
-  const text = fs.readFileSync(file, 'utf8');
+  const text = readRegularText(file, 'facts');
   let items: Array<{ line: number; raw: unknown; error?: string }>;
   if (text.trimStart().startsWith('[')) {
     let arr: unknown;

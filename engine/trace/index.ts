@@ -4,18 +4,24 @@ import { Job, type JobControl } from '../util/jobs.js';
 import { prepare, restorations } from './prepare.js';
 import { traceFast } from './fast.js';
 import { traceNaive } from './naive.js';
+import { threeSigmaAsync } from './noise.js';
 import type { TraceKind, TraceOptions, TraceResult } from './types.js';
+import { FactLensError } from '../errors.js';
+import { checkFinite } from '../runtime/finite.js';
 
 export * from './types.js';
 export { parseMarkedPrompt } from './marked.js';
 
 export async function trace(model: LoadedModel, prompt: string, opts: TraceOptions = {}, control: JobControl = {}): Promise<TraceResult> {
   const started = performance.now();
+  // Reads of the trace are asynchronous (the WebGPU backend has no synchronous read in Node).
+  if (opts.noise === undefined || opts.noise === '3sigma') await threeSigmaAsync(model, opts.noiseSubjects);
   const p = prepare(model, prompt, opts);
   const list = restorations(p);
   const job = new Job(control, 'trace');
   const method = opts.method ?? 'fast';
   const raw = method === 'naive' ? await traceNaive(p, list, job) : await traceFast(p, list, job);
+  checkTraceFinite(model, p.ids, p.scale, raw);
   const T = p.ids.length;
   const L = model.config.nLayer;
   const grid = () => Array.from({ length: T }, () => new Array<number>(L).fill(NaN));
@@ -53,4 +59,21 @@ export async function trace(model: LoadedModel, prompt: string, opts: TraceOptio
     elapsed_ms: Math.round(performance.now() - started),
     work: { token_layers: raw.tokenLayers, naive_token_layers: naiveWork },
   };
+}
+
+/**
+ * NaN probabilities are an error, not a result: a clean run that is not finite points at the
+ * model (the first non-finite site is named); corrupted runs that are not finite (while the
+ * clean one is) at the noise, e.g. a scale so large that the embeddings overflow float32.
+ */
+function checkTraceFinite(model: LoadedModel, ids: number[], scale: number, raw: { cleanProb: number; corruptedProb: number; scores: ArrayLike<number> }): void {
+  checkFinite(model, [raw.cleanProb], [ids], 'the clean run\'s answer probability');
+  const bad = !Number.isFinite(raw.corruptedProb) ? 'the corrupted run' : Array.prototype.some.call(raw.scores, (x: number) => !Number.isFinite(x)) ? 'a restored run' : null;
+  if (bad) {
+    throw new FactLensError(
+      'NON_FINITE',
+      `${bad}'s answer probability is not a finite number with noise scale ${scale}: the corrupted embeddings overflow; use a smaller noise scale`,
+      { field: 'noise', noise: scale },
+    );
+  }
 }

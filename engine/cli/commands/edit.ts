@@ -6,19 +6,20 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { disposeModel } from '../../model/load.js';
-import { applyEdit, computeEdit, revertAllEdits, saveModel } from '../../edit/index.js';
+import { applyEdit, checkSaveDestination, computeEdit, revertAllEdits, saveModel } from '../../edit/index.js';
 import { greedyContinuations, probePrompts, type PromptProbe } from '../../edit/probe.js';
 import { ROME_FORMULAS, type EditMethod, type EditRecord, type RomeFormula } from '../../edit/types.js';
 import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions, romeOverrides } from '../common.js';
 import type { CommandIO } from '../types.js';
 import { formatProb, showToken } from './predict.js';
+import { formatChecks, readCheckFiles, runChecks } from '../check-files.js';
 
 export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
 export const usage =
   'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
-  '[--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--null-space] [--check "<prompt>"]... [--save DIR] [--record FILE] [--model DIR] [--json]';
+  '[--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--null-space] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
 export const description =
   'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
   'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
@@ -26,7 +27,12 @@ export const description =
   'The true target defaults to the model\'s top next token before the edit.\n' +
   'The second-moment statistics (first edit at a layer: minutes on a large corpus) and the context\n' +
   'templates are cached under $FACTLENS_CACHE_DIR (default ~/.cache/factlens) and reused.\n' +
-  '--save writes the edited model as a checkpoint folder (float32 safetensors) that --model reads.';
+  '--save writes the edited model as a checkpoint folder (float32 safetensors) that --model reads; it\n' +
+  'refuses the loaded model\'s folder (also through a symlink) and a folder that is not empty\n' +
+  '(unless --force), checks this before computing, and verifies the folder by reading it back.\n' +
+  '--check-file (a .prompts file, or CounterFact .json/.jsonl: rewrite, paraphrase and neighbourhood prompts)\n' +
+  'compares the top-1 answer of every prompt before and after the edit: `related` when the prompt is about\n' +
+  'the edited subject, `changed` when its top-1 token differs. With --json the result gains `checks`.';
 
 export const options: OptionsSpec = {
   ...modelOptions,
@@ -46,11 +52,13 @@ export const options: OptionsSpec = {
   'v-steps': { type: 'string', valueName: 'N', description: 'ROME v* optimisation steps [default: 20]' },
   'null-space': { type: 'boolean', description: "ROME/MEMIT: AlphaEdit's null-space projection of the update" },
   check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
+  'check-file': { type: 'string', multiple: true, valueName: 'FILE', description: 'check every prompt of a .prompts or CounterFact .json file before/after (repeatable)' },
   corpus: { type: 'string', valueName: 'FILE', description: 'statistics corpus (.txt lines or .jsonl "text") [default: <model>/corpus.txt]' },
   'stats-samples': { type: 'string', valueName: 'N', description: 'documents for the statistics [default: all, at most 100000]' },
   'stats-npz': { type: 'string', valueName: 'FILE', description: 'import the reference implementation\'s mom2 .npz instead' },
   tokens: { type: 'string', valueName: 'N', description: 'greedy generation length', default: '20' },
-  save: { type: 'string', valueName: 'DIR', description: 'save the edited model to this folder' },
+  save: { type: 'string', valueName: 'DIR', description: 'save the edited model to this folder (a new or empty one)' },
+  force: { type: 'boolean', description: 'with --save: replace the checkpoint files of a folder that is not empty' },
   record: { type: 'string', valueName: 'FILE', description: 'write the edit record (JSON) to this file' },
   ...outputOptions,
 };
@@ -70,16 +78,31 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const samples = args.values['stats-samples'] === undefined ? undefined : intOption(args.values['stats-samples'], 'stats-samples', 0, name);
   const tokens = intOption(args.values.tokens, 'tokens', 20, name, 0);
   const checks = (args.values.check as string[] | undefined) ?? [];
+  const saveTo = typeof args.values.save === 'string' ? args.values.save : undefined;
+  const force = args.values.force === true;
+  if (force && saveTo === undefined) throw new UsageError('--force only applies to --save', name);
+  // Read the check files before loading the model, so a bad file fails fast.
+  const checkFiles = readCheckFiles((args.values['check-file'] as string[] | undefined) ?? [], io.log, name);
   const model = await loadModelFromArgs(args, io);
   try {
+    // Refuse a bad destination now, not after minutes of computing.
+    if (saveTo !== undefined) checkSaveDestination(model, saveTo, { force });
     const t0 = performance.now();
     const filled = prompt.includes('{}') ? prompt.replace('{}', subject) : prompt;
     const prompts = [filled, ...checks];
     // The true target defaults to the model's own top next token before the edit.
-    const top0 = probePrompts(model, [filled], [])[0].top.token;
+    const fields = {
+      prompts: ['--prompt', ...checks.map((_, i) => `--check ${i + 1}`)],
+      targets: ['--target', '--target-true'],
+    };
+    const top0 = probePrompts(model, [filled], [], fields)[0].top.token;
     const targetTrue = typeof args.values['target-true'] === 'string' ? args.values['target-true'] : top0.trim() || top0;
+    if (target.trim() === targetTrue.trim()) {
+      const whose = typeof args.values['target-true'] === 'string' ? 'the --target-true you gave' : "the model's answer now (its top next token)";
+      throw new UsageError(`--target "${target.trim()}" is already ${whose} after ${JSON.stringify(filled)}: there is nothing to edit`, name);
+    }
     const targets = [target, targetTrue];
-    const before = probePrompts(model, prompts, targets);
+    const before = probePrompts(model, prompts, targets, fields);
     const genBefore = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
     // Progress lines: at most one a second, plus every change of phase.
     let lastPhase = '';
@@ -115,17 +138,18 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
     );
     applyEdit(model, record);
-    const after = probePrompts(model, prompts, targets);
+    const after = probePrompts(model, prompts, targets, fields);
     const genAfter = tokens > 0 ? greedyContinuations(model, prompts, tokens) : [];
     let saved: string | undefined;
-    if (typeof args.values.save === 'string') {
-      const s = saveModel(model, args.values.save);
+    if (saveTo !== undefined) {
+      const s = saveModel(model, saveTo, { force });
       saved = s.dir;
       io.log(`saved the edited model to ${s.dir} (${(s.bytes / 1e6).toFixed(1)} MB)`);
     }
     if (typeof args.values.record === 'string') {
       fs.writeFileSync(path.resolve(args.values.record), JSON.stringify(record, null, 1) + '\n');
     }
+    const checked = checkFiles.length ? runChecks(model, checkFiles) : undefined;
     const totalSeconds = (performance.now() - t0) / 1000;
     const result = {
       took: record.took,
@@ -158,8 +182,14 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
       record,
       ...(saved ? { saved } : {}),
+      ...(checked ? { checks: checked.rows } : {}),
     };
-    io.stdout.write(args.values.json ? JSON.stringify(result, null, 2) + '\n' : formatEdit(record, prompts, before, after, genBefore, genAfter, totalSeconds, saved));
+    io.stdout.write(
+      args.values.json
+        ? JSON.stringify(result, null, 2) + '\n'
+        : formatEdit(record, prompts, before, after, genBefore, genAfter, totalSeconds, saved) +
+            (checked ? `\n${formatChecks(checked.result, checked.rows)}` : ''),
+    );
   } finally {
     revertAllEdits(model);
     disposeModel(model);

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { disposeModel } from '../../model/load.js';
 import { AIE_BUCKETS, readFacts, traceAverage, type AverageResult } from '../../trace/average.js';
 import { TRACE_KINDS, type TraceKind } from '../../trace/types.js';
-import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { intOption, listOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
 import { Rng } from '../../util/rng.js';
@@ -32,8 +32,7 @@ export const options: OptionsSpec = {
 
 export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'`, name);
-  const kinds = String(args.values.kind).split(',').map((k) => k.trim()) as TraceKind[];
-  for (const k of kinds) if (!TRACE_KINDS.includes(k)) throw new UsageError(`unknown kind '${k}'`, name);
+  const kinds = listOption(args.values.kind, 'kind', TRACE_KINDS, name) as TraceKind[];
   const model = await loadModelFromArgs(args, io);
   try {
     const file = typeof args.values.facts === 'string' ? path.resolve(args.values.facts) : path.join(model.dir, 'facts.jsonl');

@@ -3,10 +3,11 @@ import * as fs from 'node:fs';
 import { disposeModel } from '../../model/load.js';
 import { parseMarkedPrompt, trace, TRACE_KINDS, type TraceKind, type TraceOptions } from '../../trace/index.js';
 import { FactLensError } from '../../errors.js';
-import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
+import { intOption, listOption, numberOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
 import { renderTrace } from '../heatmap.js';
+import { readRegularText } from '../../util/files.js';
 
 export const name = 'trace';
 export const summary = 'causal trace: where in the network a prompt\'s answer is recalled';
@@ -38,30 +39,23 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const marked = parseMarkedPrompt(args.positionals[0]);
   const subject = typeof args.values.subject === 'string' ? args.values.subject : marked.subject;
   if (!subject) throw new UsageError('no subject: pass --subject "<text>" or mark it in the prompt as [subject]', name);
-  const kinds = String(args.values.kind ?? 'hidden,mlp,attn')
-    .split(',')
-    .map((k) => k.trim())
-    .filter(Boolean) as TraceKind[];
-  for (const k of kinds) if (!TRACE_KINDS.includes(k)) throw new UsageError(`unknown kind '${k}' (kinds: ${TRACE_KINDS.join(', ')})`, name);
+  const kinds = listOption(args.values.kind ?? 'hidden,mlp,attn', 'kind', TRACE_KINDS, name) as TraceKind[];
   const noiseArg = String(args.values.noise ?? '3sigma');
-  let noise: TraceOptions['noise'] = '3sigma';
-  if (noiseArg !== '3sigma') {
-    noise = Number(noiseArg);
-    if (!Number.isFinite(noise) || noise < 0) throw new UsageError(`--noise must be 3sigma or a non-negative number, got '${noiseArg}'`, name);
-  }
+  // The noise multiplies standard-normal draws in float32: beyond ~1e30 the corrupted
+  // embeddings overflow, so far smaller scales are the only meaningful ones.
+  const noise: TraceOptions['noise'] = noiseArg === '3sigma' ? '3sigma' : numberOption(noiseArg, 'noise', { min: 0, max: 1e6 }, name);
   let noiseValues: number[][][] | undefined;
   if (typeof args.values['noise-file'] === 'string') {
     const file = args.values['noise-file'];
     if (!fs.existsSync(file)) throw new FactLensError('FILE_MISSING', `noise file ${file} does not exist`, { file });
     try {
-      const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
+      const parsed = JSON.parse(readRegularText(file, 'noise-file')) as unknown;
       noiseValues = (Array.isArray(parsed) ? parsed : (parsed as { noise?: unknown }).noise) as number[][][];
     } catch (e) {
       throw new FactLensError('INVALID_ARGUMENT', `noise file ${file} is not valid JSON: ${(e as Error).message}`, { file });
     }
   }
-  const sever = typeof args.values.sever === 'string' ? (args.values.sever.split(',').map((s) => s.trim()) as Array<'mlp' | 'attn'>) : [];
-  for (const s of sever) if (s !== 'mlp' && s !== 'attn') throw new UsageError(`--sever takes mlp and/or attn, got '${s}'`, name);
+  const sever = typeof args.values.sever === 'string' ? listOption(args.values.sever, 'sever', ['mlp', 'attn'] as const, name) : [];
   const samples = intOption(args.values.samples, 'samples', 10, name);
   const opts: TraceOptions = {
     subject,
