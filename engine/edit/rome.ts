@@ -11,8 +11,11 @@
  *    tokens over the 21 rewriting prompts + kl_factor·KL(p‖p_init) at the subject-last token of
  *    "{} is a" + v_weight_decay·‖δ‖/‖target_init‖²; radius clamp; early stop at 5e-2; no
  *    step on the last iteration; right padding.
- *  - v_r: 'consistent' (default) (v* − (k̄·W + b)) / (k̄·u), so the layer maps k̄ to v*;
- *    'reference' (v* − m_bare) / (k_bare·u) (the original code), so it maps k_bare to v*.
+ *  - v_r: 'consistent' (v* − (k̄·W + b)) / (k̄·u), so the layer maps k̄ to v* (the default for
+ *    the reference models); 'reference' (v* − m_bare) / (k_bare·u) (the original code), so it
+ *    maps k_bare to v*; 'keys' / 'subject-keys' (multiKeyUpdate, updateKeys: the default for
+ *    other models) v_r = δ with u such that every rewriting key (and, for 'subject-keys', the
+ *    subject's own key) moves by exactly δ.
  *
  * Speed (measured in bench/edit.ts; CPU per v* step on tinyworld ≈ 0.5 s vs 2.0 s for the plain
  * full forward with the stock gradient):
