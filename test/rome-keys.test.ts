@@ -20,6 +20,7 @@ import { prepareRequest, romeKeys, updateKeys } from '../engine/edit/rome.js';
 import { dot, norm } from '../engine/edit/linalg.js';
 import { model as sharedModel } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { slowTest } from './helpers/tier.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-rome-keys-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
@@ -92,7 +93,8 @@ describe("ROME 'subject-keys'", () => {
 });
 
 describe('defaults (no layer, no statistics size, no formula given)', () => {
-  test('the README example takes and "The capital of France is" keeps " Paris"', async () => {
+  // Slow: a cold cache, so the layer choice traces 40 facts and the statistics are computed.
+  slowTest('the README example takes and "The capital of France is" keeps " Paris"', async () => {
     const rec = await computeEdit(m, { prompt: '{} is located in the country of', subject: 'Paris', target: 'Japan' });
     assert.equal(rec.info.formula, 'subject-keys');
     assert.match(String(rec.info.layer_source), /causal tracing/);

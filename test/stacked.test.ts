@@ -21,6 +21,7 @@ import { wireMethod } from '../engine/eval/methods.js';
 import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { slowTest } from './helpers/tier.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-stacked-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
@@ -95,7 +96,7 @@ describe('null-space projection', () => {
     assert.ok(fs.existsSync(`${st.file}.null-0.25`));
   });
 
-  test('null-space ROME: every template key still gets δ, the update lies in the null space', async () => {
+  slowTest('null-space ROME: every template key still gets δ, the update lies in the null space', async () => {
     const req = { prompt: '{} is located in the country of', subject: 'Paris', target: 'Japan', layers: [LAYER], formula: 'keys' as const };
     const parts = await romeEditParts(m, { ...req, nullSpace: true }, {}, { statsSamples: SAMPLES });
     const ns = nullSpace(parts.stats!);
@@ -113,7 +114,7 @@ describe('null-space projection', () => {
     assert.equal(parts.record.info.null_space_rank, ns.rank);
   });
 
-  test('null-space MEMIT: a batch of two edits, deltas inside the null space', async () => {
+  slowTest('null-space MEMIT: a batch of two edits, deltas inside the null space', async () => {
     const reqs = [0, 1].map((i) => {
       const c = parseCounterFactRecord(CF[i], i, m) as CounterFactCase;
       return { ...c.request, layers: [LAYER], method: 'memit' as const, nullSpace: true };
@@ -136,7 +137,7 @@ describe('retention and sequential evaluation', () => {
     assert.ok(acc > 85, `accuracy ${acc}`);
   });
 
-  test('--sequential: every record measured after the last edit; retention before/after; weights restored', async () => {
+  slowTest('--sequential: every record measured after the last edit; retention before/after; weights restored', async () => {
     const opts = wireMethod('rome', { batch: 1, control: {}, model: m, statsSamples: SAMPLES, layers: [LAYER] });
     const r = await evaluateCounterFact(m, CF, { ...opts.opts, limit: 3, genEvery: 0, perRecord: true, sequential: true, retention: { n: 200 } });
     assert.equal(r.sequential, true);
@@ -167,7 +168,7 @@ describe('retention and sequential evaluation', () => {
     }
   });
 
-  test('factlens eval --sequential prints the retention line; bad combinations are usage errors', async () => {
+  test('factlens eval: --sequential and --null-space combinations that make no sense are usage errors', async () => {
     const out: string[] = [];
     const err: string[] = [];
     const io = { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) }, env: process.env };
@@ -178,7 +179,14 @@ describe('retention and sequential evaluation', () => {
     code = await main(['eval', '--dataset', CF_PATH, '--method', 'ft', '--null-space', ...backend], io);
     assert.equal(code, 2);
     assert.match(err.join(''), /--null-space applies to --method rome or memit only/);
-    code = await main(
+  });
+
+  slowTest('factlens eval --sequential --null-space prints the retention line and the label', async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) }, env: process.env };
+    const backend = TEST_BACKEND ? ['--backend', TEST_BACKEND] : [];
+    const code = await main(
       ['eval', '--dataset', CF_PATH, '--limit', '1', '--layer', String(LAYER), '--stats-samples', String(SAMPLES), '--gen-every', '0', '--sequential', '--null-space', ...backend],
       io,
     );
