@@ -213,7 +213,7 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await row.waitFor({ timeout: 30_000 });
     assert.match((await row.textContent()) ?? '', /ROME, layer \d/);
     const model = treeRow(page, 'tinyworld');
-    assert.match((await model.textContent()) ?? '', /(wasm|cpu|node).*M parameters/);
+    assert.match((await model.textContent()) ?? '', /(wasm|cpu|node|node-gpu|native) · [\d.]+M parameters/);
     await row.hover();
     await screenshot(page, 'e2e-edit-tree.png');
   });
