@@ -383,9 +383,10 @@ export class Engine {
           const reapply = isReapply(p) ? p : null;
           const compute = isReapply(p) ? null : p;
           const summary = reapply ? `re-apply ${reapply.record.id}` : `${compute!.request.subject} → ${compute!.request.target}`;
-          // Computing an edit reads the weights and never changes them, so predict may run beside
-          // it; applying is synchronous (nothing runs in between). A precomputed record is quick.
-          const exclusive = reapply !== null;
+          // Computing a ROME/FT edit reads the weights and never changes them, so predict may run
+          // beside it; applying is synchronous (nothing runs in between). MEMIT applies partial
+          // edits while it computes, so it is exclusive, like a precomputed record (quick anyway).
+          const exclusive = reapply !== null || compute!.request.method === 'memit';
           return this.runJob(s, 'edit/apply', { summary, exclusive, progressToken: p.progressToken }, token, async (control) => {
             const model = this.requireModel();
             const record = reapply ? reapply.record : await edit.compute(model, compute!.request, compute!.options ?? {}, control);
@@ -416,7 +417,10 @@ export class Engine {
         run: (s, p, token) => {
           const ev = feature('eval', 'eval/run');
           this.requireModel();
-          return this.runJob(s, 'eval/run', { summary: p.dataset ?? 'applied edits', progressToken: p.progressToken }, token, (control) =>
+          // An evaluation applies each record's edit temporarily: a predict beside it would answer
+          // from an edited model. Only an evaluation without edits (method none) lets reads run.
+          const exclusive = (p.method ?? 'rome') !== 'none';
+          return this.runJob(s, 'eval/run', { summary: p.dataset ?? 'applied edits', exclusive, progressToken: p.progressToken }, token, (control) =>
             ev.run(this.requireModel(), p, control),
           );
         },
