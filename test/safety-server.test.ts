@@ -55,7 +55,8 @@ describe('item 2: a job that changes weights is exclusive', () => {
     const result = await evaluation;
     assert.equal(result.n, records.length);
     // The edits did land during the evaluation (so a leak would have been visible)...
-    assert.ok(result.post.ES > 50, `post ES ${result.post.ES}`);
+    const post = (result as { post: { ES: number } }).post;
+    assert.ok(post.ES > 50, `post ES ${post.ES}`);
     // ...and no predict saw one of them.
     const leaked = answers.filter((a) => a.token !== baseline[a.i].top[0].token);
     assert.ok(answers.length >= 1);

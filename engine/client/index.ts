@@ -2,8 +2,9 @@
  * The engine client, used by the VS Code extension and by the tests: spawns the engine process
  * (or connects to a socket engine), performs the handshake, sends typed requests with
  * timeouts, progress and cancellation, and restarts the engine with exponential backoff when
- * it dies. An edit journal re-applies the user's edits after a restart, so the model they see
- * never silently loses one.
+ * it dies or stops answering its heartbeat. An edit journal re-applies the user's edits after a
+ * restart, so the model they see never silently loses one; a damaged journal is moved aside and
+ * reported (`warning`), never fatal. Listeners in `ClientOptions.listeners` see the start too.
  *
  *   const client = await EngineClient.spawn({ enginePath: 'dist/engine/server.js', journalPath });
  *   await client.request(ModelLoad, {});
@@ -82,6 +83,19 @@ export interface ClientOptions {
   protocolVersion?: string;
   /** false: never restart. */
   restart?: RestartOptions | false;
+  /**
+   * Liveness check of a ready engine: a `model/info` every intervalMs (default 10 s); no answer
+   * within timeoutMs (default 60 s, above the longest synchronous step, e.g. loading a large
+   * checkpoint) means the engine is hung (stopped, deadlocked): it is killed and restarted like
+   * a crashed one, and its pending requests fail with ENGINE_EXITED. It pauses while this client
+   * has a model/load in flight (checkpoints are read synchronously). false: off.
+   */
+  heartbeat?: { intervalMs?: number; timeoutMs?: number } | false;
+  /**
+   * Listeners registered before the client starts, so events of the start itself (a journal
+   * moved aside, an edit that could not be re-applied) reach someone.
+   */
+  listeners?: { [K in keyof EngineClientEvents]?: (...args: EngineClientEvents[K]) => void };
 }
 
 export interface SpawnOptions extends ClientOptions {
@@ -149,6 +163,10 @@ interface Link {
   /** Ends the engine (spawned) or the connection (socket). */
   kill(signal?: NodeJS.Signals): void;
   exited: boolean;
+  /** The heartbeat timer of this link, while it is ready. */
+  heartbeat?: NodeJS.Timeout;
+  /** Set when the heartbeat found the engine hung (the reason its exit is reported with). */
+  hung?: string;
 }
 
 interface Pending {
@@ -168,6 +186,8 @@ export interface EngineClientEvents {
   reapplied: [{ model: boolean; edits: string[] }];
   /** A journal edit could not be re-applied (it stays in the journal). */
   journalError: [{ record: EditRecord; error: EngineError }];
+  /** Something the user should know that did not stop the client (a journal moved aside, a hung engine restarted). */
+  warning: [{ message: string; file?: string }];
 }
 
 export class EngineClient extends EventEmitter<EngineClientEvents> {
@@ -178,6 +198,8 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
   private readonly pending = new Set<Pending>();
   private readonly progressHandlers = new Map<string, NonNullable<RequestOptions['onProgress']>>();
   private progressSeq = 0;
+  /** model/load requests in flight (the heartbeat pauses for them). */
+  private loadsPending = 0;
   private attempts = 0;
   private readyAt = 0;
   private stopping = false;
@@ -189,7 +211,14 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
   private constructor(private readonly mode: Mode) {
     super();
     this.opts = mode.opts;
+    for (const [event, fn] of Object.entries(mode.opts.listeners ?? {})) {
+      if (fn) this.on(event as keyof EngineClientEvents, fn as (...args: unknown[]) => void);
+    }
     this.journal = new EditJournal(mode.opts.journalPath);
+    if (this.journal.problem) {
+      this.log(this.journal.problem.message);
+      this.emit('warning', { message: this.journal.problem.message, file: this.journal.problem.movedTo ?? this.journal.problem.file });
+    }
     const r = mode.opts.restart;
     this.restart =
       r === false
@@ -243,12 +272,15 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     const method = type.method;
     const timeoutMs = opts.timeoutMs ?? this.opts.requestTimeoutMs ?? 0;
     const cts = new CancellationTokenSource();
+    const isLoad = method === ModelLoad.method;
+    if (isLoad) this.loadsPending++;
     const userSub = opts.token?.onCancellationRequested(() => cts.cancel());
     if (opts.token?.isCancellationRequested) cts.cancel();
     let progressToken: string | undefined;
     let timer: NodeJS.Timeout | undefined;
     let pending: Pending | undefined;
     const cleanup = () => {
+      if (isLoad) this.loadsPending--;
       if (timer) clearTimeout(timer);
       userSub?.dispose();
       if (progressToken) this.progressHandlers.delete(progressToken);
@@ -300,6 +332,7 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     const link = this.link;
+    if (link?.heartbeat) clearInterval(link.heartbeat);
     if (link && !link.exited) {
       let asked = false;
       if (this._state === 'ready') {
@@ -380,7 +413,36 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     if (link.exited) throw this.startFailed(new Error('the engine exited during the handshake'), link);
     this.readyAt = Date.now();
     this.setState({ state: 'ready' });
+    this.startHeartbeat(link);
     for (const w of this.readyWaiters.splice(0)) w.resolve(link);
+  }
+
+  /** See ClientOptions.heartbeat. */
+  private startHeartbeat(link: Link): void {
+    const hb = this.opts.heartbeat;
+    if (hb === false) return;
+    const intervalMs = hb?.intervalMs ?? 10_000;
+    const timeoutMs = hb?.timeoutMs ?? 60_000;
+    let inFlight = false;
+    link.heartbeat = setInterval(() => {
+      // Loading a checkpoint reads it synchronously (seconds to minutes, no answers meanwhile):
+      // the load's own timeout covers it, the heartbeat resumes after it.
+      if (inFlight || link.exited || link !== this.link || this.loadsPending > 0) return;
+      inFlight = true;
+      // sendRequest throws at once on a connection that just closed (its exit is reported apart).
+      withTimeout(Promise.resolve().then(() => link.connection.sendRequest(ModelInfoRequest, {})), timeoutMs, 'the heartbeat').then(
+        () => (inFlight = false),
+        (e: unknown) => {
+          inFlight = false;
+          if (link.exited || link !== this.link || !(e instanceof EngineError && e.kind === 'TIMEOUT')) return;
+          link.hung = `the engine did not answer a heartbeat within ${timeoutMs} ms (hung or stopped)`;
+          this.log(`${link.hung}; killing it${this.restart ? ' and restarting' : ''}`);
+          this.emit('warning', { message: `${link.hung}; it was ${this.restart ? 'restarted' : 'stopped'}` });
+          link.kill('SIGKILL');
+        },
+      );
+    }, intervalMs);
+    link.heartbeat.unref();
   }
 
   /** A start failed: fatal (version, token) → 'failed'; otherwise it counts as a crash. */
@@ -439,9 +501,11 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     if (loaded || applied.length) this.emit('reapplied', { model: loaded, edits: applied });
   }
 
-  private onLinkGone(link: Link, reason: string): void {
+  private onLinkGone(link: Link, why: string): void {
     if (link.exited) return;
     link.exited = true;
+    if (link.heartbeat) clearInterval(link.heartbeat);
+    const reason = link.hung ?? why;
     try {
       link.connection.dispose();
     } catch {

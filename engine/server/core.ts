@@ -113,6 +113,11 @@ interface AnyHandler {
 
 let sessionSeq = 0;
 
+/** A socket connection must authenticate within this time, or it is closed. */
+const INIT_TIMEOUT_MS = 5_000;
+/** How long the reply to a failed authentication waits (one guess per connection, slowly). */
+const FAILED_AUTH_DELAY_MS = 300;
+
 /** A text summary of a prompt for the jobs list. */
 const clip = (s: string, n = 60) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
@@ -140,7 +145,8 @@ export class Engine {
 
   /** Constant-time token check (compares SHA-256 digests, so lengths never leak). */
   tokenMatches(token: string | undefined): boolean {
-    if (!this.tokenDigest) return true;
+    // A socket engine without a token would be open to every local user: refuse everyone.
+    if (!this.tokenDigest) return false;
     return crypto.timingSafeEqual(digest(token ?? ''), this.tokenDigest) && typeof token === 'string';
   }
 
@@ -158,6 +164,21 @@ export class Engine {
   }
 
   async dispatch(session: Session, method: string, params: unknown, token: CancellationToken): Promise<unknown> {
+    // A socket connection gets one attempt to authenticate: after a failed initialize (or any
+    // other request first) nothing it sends is looked at, pipelined guesses included.
+    if (session.kind === 'socket' && !session.initialized) {
+      if (session.authFailed) {
+        // Answered as late as the failed attempt itself, so replies keep the order of requests.
+        const err = new ProtocolError('UNAUTHORIZED', 'the connection is closed after a failed attempt', { field: 'token' });
+        return new Promise<never>((_, reject) => setTimeout(() => reject(err), FAILED_AUTH_DELAY_MS).unref());
+      }
+      if (method !== 'initialize') {
+        session.refuse();
+        throw new ProtocolError('NOT_INITIALIZED', `send initialize (with the token) before ${clip(method, 100)}; the connection is closed`, {
+          field: 'method',
+        });
+      }
+    }
     if (!isMethod(method)) {
       throw new ProtocolError('METHOD_NOT_FOUND', `unknown method '${clip(method, 100)}'; this engine answers ${METHODS.join(', ')}`, {
         field: 'method',
@@ -274,14 +295,16 @@ export class Engine {
           // The token first: an unauthenticated client learns nothing, not even the version.
           if (s.kind === 'socket' && !this.tokenMatches(p.token)) {
             this.opts.log(`${s.id}: refused ${s.remote}: ${p.token === undefined ? 'no token' : 'wrong token'}`);
-            s.closeAfterReply();
-            throw new ProtocolError(
+            const err = new ProtocolError(
               'UNAUTHORIZED',
               p.token === undefined
-                ? 'this engine requires a token: pass the one it was started with (--token or FACTLENS_TOKEN)'
+                ? 'this engine requires a token: pass the one it was started with (FACTLENS_TOKEN, or its token file)'
                 : 'wrong token; the connection is closed',
               { field: 'token' },
             );
+            // The answer comes late and the connection closes: guessing costs time per attempt.
+            s.refuse();
+            return new Promise<never>((_, reject) => setTimeout(() => reject(err), FAILED_AUTH_DELAY_MS).unref());
           }
           if (!protocolCompatible(p.protocolVersion, PROTOCOL_VERSION)) {
             throw new ProtocolError(
@@ -477,6 +500,8 @@ export class Session {
   readonly reader: LimitedMessageReader;
   initialized = false;
   closing = false;
+  /** A socket connection whose one attempt to authenticate failed (see Engine.dispatch). */
+  authFailed = false;
   clientName = 'client';
   private closed = false;
   private initTimer: NodeJS.Timeout | null = null;
@@ -520,7 +545,7 @@ export class Session {
           log('closing: no initialize within the time limit');
           this.close();
         }
-      }, engine.opts.initTimeoutMs ?? 30_000);
+      }, engine.opts.initTimeoutMs ?? INIT_TIMEOUT_MS);
       this.initTimer.unref();
     }
   }
@@ -538,6 +563,8 @@ export class Session {
       if (err.code === ERROR_CODES.INTERNAL) {
         this.engine.opts.log(`${this.id}: ${method} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       }
+      // A refused connection closes once this reply is on its way (written in the next ticks).
+      if (this.authFailed) setTimeout(() => this.close(), 100).unref?.();
       throw err;
     }
   }
@@ -555,6 +582,13 @@ export class Session {
         state: job.state,
       })
       .catch(() => {});
+  }
+
+  /** Ends a connection that failed to authenticate: nothing more is read; closed after the reply. */
+  refuse(): void {
+    this.authFailed = true;
+    this.closing = true;
+    this.reader.dispose();
   }
 
   /** Closes the connection once the current reply has been written. */
