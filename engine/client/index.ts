@@ -14,6 +14,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import {
   CancellationTokenSource,
@@ -84,13 +85,14 @@ export interface ClientOptions {
   /** false: never restart. */
   restart?: RestartOptions | false;
   /**
-   * Liveness check of a ready engine: a `model/info` every intervalMs (default 10 s); no answer
-   * within timeoutMs (default 60 s, above the longest synchronous step, e.g. loading a large
-   * checkpoint) means the engine is hung (stopped, deadlocked): it is killed and restarted like
-   * a crashed one, and its pending requests fail with ENGINE_EXITED. It pauses while this client
-   * has a model/load in flight (checkpoints are read synchronously). false: off.
+   * Liveness check of a ready engine: a `model/info` every intervalMs (default 10 s). No answer
+   * within timeoutMs (default 60 s) from an engine process that is stopped (SIGSTOP; read from
+   * /proc where there is one), or within busyTimeoutMs (default 10 min: a running engine may be
+   * in a long synchronous tfjs step) from any engine, means it is hung: it is killed and
+   * restarted like a crashed one, and its pending requests fail with ENGINE_EXITED. It pauses
+   * while this client has a model/load in flight (checkpoints are read synchronously). false: off.
    */
-  heartbeat?: { intervalMs?: number; timeoutMs?: number } | false;
+  heartbeat?: { intervalMs?: number; timeoutMs?: number; busyTimeoutMs?: number } | false;
   /**
    * Listeners registered before the client starts, so events of the start itself (a journal
    * moved aside, an edit that could not be re-applied) reach someone.
@@ -423,24 +425,37 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     if (hb === false) return;
     const intervalMs = hb?.intervalMs ?? 10_000;
     const timeoutMs = hb?.timeoutMs ?? 60_000;
-    let inFlight = false;
+    const busyTimeoutMs = Math.max(timeoutMs, hb?.busyTimeoutMs ?? 600_000);
+    let sentAt = 0; // the unanswered heartbeat's send time (0: none outstanding)
+    const hung = (why: string) => {
+      link.hung = why;
+      this.log(`${why}; killing it${this.restart ? ' and restarting' : ''}`);
+      this.emit('warning', { message: `${why}; it was ${this.restart ? 'restarted' : 'stopped'}` });
+      link.kill('SIGKILL');
+    };
     link.heartbeat = setInterval(() => {
-      // Loading a checkpoint reads it synchronously (seconds to minutes, no answers meanwhile):
-      // the load's own timeout covers it, the heartbeat resumes after it.
-      if (inFlight || link.exited || link !== this.link || this.loadsPending > 0) return;
-      inFlight = true;
+      if (link.exited || link !== this.link) return;
+      if (sentAt) {
+        const waited = Date.now() - sentAt;
+        // A stopped process is hung for sure; a running one may be computing a long synchronous
+        // step (tfjs blocks the engine's event loop), so it gets the much longer busy limit.
+        if (waited > timeoutMs && link.pid !== undefined && processStopped(link.pid)) {
+          hung(`the engine did not answer a heartbeat within ${timeoutMs} ms and is stopped (SIGSTOP)`);
+        } else if (waited > busyTimeoutMs) {
+          hung(`the engine did not answer a heartbeat within ${busyTimeoutMs} ms (hung)`);
+        }
+        return;
+      }
+      // Loading a checkpoint reads it synchronously: the heartbeat waits for the load.
+      if (this.loadsPending > 0) return;
+      sentAt = Date.now();
       // sendRequest throws at once on a connection that just closed (its exit is reported apart).
-      withTimeout(Promise.resolve().then(() => link.connection.sendRequest(ModelInfoRequest, {})), timeoutMs, 'the heartbeat').then(
-        () => (inFlight = false),
-        (e: unknown) => {
-          inFlight = false;
-          if (link.exited || link !== this.link || !(e instanceof EngineError && e.kind === 'TIMEOUT')) return;
-          link.hung = `the engine did not answer a heartbeat within ${timeoutMs} ms (hung or stopped)`;
-          this.log(`${link.hung}; killing it${this.restart ? ' and restarting' : ''}`);
-          this.emit('warning', { message: `${link.hung}; it was ${this.restart ? 'restarted' : 'stopped'}` });
-          link.kill('SIGKILL');
-        },
-      );
+      Promise.resolve()
+        .then(() => link.connection.sendRequest(ModelInfoRequest, {}))
+        .then(
+          () => (sentAt = 0),
+          () => (sentAt = 0),
+        );
     }, intervalMs);
     link.heartbeat.unref();
   }
@@ -632,6 +647,17 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
         resolve(link);
       });
     });
+  }
+}
+
+/** Whether a process is stopped (SIGSTOP / traced), from /proc; false where that cannot be read. */
+function processStopped(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = /\)\s+(\S)/.exec(stat)?.[1];
+    return state === 'T' || state === 't';
+  } catch {
+    return false;
   }
 }
 
