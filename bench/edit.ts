@@ -61,7 +61,7 @@ interface ModelPlan {
 
 async function run(ctx: BenchContext): Promise<SectionResult> {
   const out: SectionResult = { rows: [], tables: [], skipped: [], notes: [] };
-  const wanted = ctx.options.backends ?? ['wasm'];
+  const wanted = ctx.options.backends ?? ['native', 'wasm'];
   const backend = probeBackends().find((b) => wanted.includes(b.name) && b.available && b.name !== 'cpu')?.name;
   if (!backend) {
     out.skipped.push({ what: 'edit section', why: `no usable backend among ${wanted.join(', ')} (cpu is ~45× slower than wasm: skipped)` });

@@ -6,5 +6,8 @@ import type { Section } from './types.js';
 import { forwardSection } from './forward.js';
 import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
+import { computeSection } from './compute.js';
+import { xlSection } from './xl.js';
+import { specificitySection } from './specificity.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection, specificitySection];

@@ -5,6 +5,7 @@ import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
 import { FactLensError } from './errors.js';
 import { checkFinite } from './runtime/finite.js';
+import { logSoftmaxRows } from './runtime/logsumexp.js';
 import { tidyData } from './util/scope.js';
 
 import type { Candidate, Prediction } from './protocol/predict.js';
@@ -29,7 +30,7 @@ export function encodePrompt(model: LoadedModel, prompt: string, field = 'prompt
 /** Log-probabilities of the next token after each of several token rows: [rows][V]. */
 export function nextTokenLogprobs(model: LoadedModel, rows: number[][]): Float32Array[] {
   const batch = padBatch(rows, 'right');
-  const flat = tidyData(() => tf.logSoftmax(forward(model, batch).logits!));
+  const flat = tidyData(() => logSoftmaxRows(forward(model, batch).logits!));
   checkFinite(model, flat, rows, 'the next-token log-probabilities');
   const v = model.config.vocabSize;
   return rows.map((_, r) => flat.slice(r * v, (r + 1) * v));

@@ -2,7 +2,7 @@
 import * as vscode from 'vscode';
 import type { TraceSettings } from '../webviews/trace/protocol.js';
 
-export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
+export type BackendSetting = 'auto' | 'node-gpu' | 'node' | 'webgpu' | 'native' | 'wasm' | 'cpu';
 
 export interface FactLensConfig {
   /** Model folder; empty: the embedded tinyworld model. */
@@ -12,6 +12,10 @@ export interface FactLensConfig {
   noise: '3sigma' | number;
   /** 0: the engine's default for the model's depth. */
   window: number;
+  /** Documents for edit statistics; 0: the whole corpus (the engine's default). */
+  statsSamples: number;
+  /** Inline before → after decorations of specificity checks. */
+  specificityDecorations: boolean;
 }
 
 export function readConfig(): FactLensConfig {
@@ -25,6 +29,8 @@ export function readConfig(): FactLensConfig {
     samples: Math.max(1, Math.round(c.get<number>('trace.samples', 10))),
     noise: noiseRaw === '3sigma' || noiseRaw === '' || !Number.isFinite(noiseNum) ? '3sigma' : noiseNum,
     window: Math.max(0, Math.round(c.get<number>('trace.window', 0))),
+    statsSamples: Math.max(0, Math.round(c.get<number>('edit.statsSamples', 0))),
+    specificityDecorations: c.get<boolean>('specificity.decorations', true),
   };
 }
 

@@ -12,7 +12,7 @@ import { TraceError, TraceProgress, TraceResultNote, TraceStarted, type EngineSu
 import { readConfig, traceSettings } from './config.js';
 import { errorCode, errorMessage, type EngineService } from './engine.js';
 import { factFileKind, factsOf, PROMPTS_LANGUAGE, type TraceTargetArg } from './promptFiles.js';
-import { entryErrors, isBlankOrComment, parsePromptLine } from './prompts/parse.js';
+import { entryErrors, isBlankOrComment, parsePromptLine } from '../formats/prompt-file.js';
 import { normalizeSelection, subjectCandidates } from './prompts/subject.js';
 import type { TracePanel } from './tracePanel.js';
 

@@ -28,9 +28,10 @@ const { values: flags } = parseArgs({
 
 /**
  * The native TensorFlow bindings are optional dependencies, loaded at run time only if they
- * install and load (engine/runtime/backend.ts). They must never be bundled.
+ * install and load (engine/runtime/backend.ts); onnxruntime-node (engine/runtime/native) ships
+ * a .node addon and its shared library; `webgpu` ships Dawn's dawn.node. They must never be bundled.
  */
-const NATIVE_EXTERNALS = ['@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'];
+const NATIVE_EXTERNALS = ['@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'onnxruntime-node', 'onnxruntime-common', 'webgpu'];
 
 /** The WASM backend's binaries, copied beside the engine bundle (backend.ts looks in __dirname). */
 const WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
@@ -83,7 +84,7 @@ const TARGETS = [
   },
   // One bundle per webview (webviews/<view>/main.ts → dist/webviews/<view>.js), loaded by nonce
   // under a CSP without 'unsafe-eval' (vega runs through vega-interpreter).
-  ...['trace'].map((view) => ({
+  ...['trace', 'edit'].map((view) => ({
     name: `webview ${view}`,
     entry: `webviews/${view}/main.ts`,
     outfile: `dist/webviews/${view}.js`,

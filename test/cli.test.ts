@@ -57,7 +57,7 @@ describe('factlens predict', () => {
     const out = JSON.parse(r.stdout);
     assert.deepEqual(Object.keys(out), ['model', 'backend', 'tokens', 'top']);
     assert.equal(out.model, 'tinyworld');
-    assert.ok(['node-gpu', 'node', 'wasm', 'cpu'].includes(out.backend), out.backend);
+    assert.ok(['node-gpu', 'node', 'webgpu', 'native', 'wasm', 'cpu'].includes(out.backend), out.backend);
     for (const t of out.tokens) {
       assert.deepEqual(Object.keys(t), ['id', 'text']);
       assert.equal(typeof t.id, 'number');
@@ -110,7 +110,7 @@ describe('factlens predict', () => {
   test('--backend bogus: exit 2 naming the backends to choose from', async () => {
     const r = await factlens(['predict', PROMPT, '--backend', 'bogus']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /^factlens: --backend must be one of node-gpu, node, wasm, cpu, not 'bogus'\n/);
+    assert.match(r.stderr, /^factlens: --backend must be one of node-gpu, node, webgpu, native, wasm, cpu, not 'bogus'\n/);
     assertNoStack(r);
   });
 
@@ -136,12 +136,12 @@ describe('factlens --version and --help', () => {
     const r = await factlens(['--version']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`^factlens ${pkg.version.replace(/\./g, '\\.')} `));
-    for (const name of ['node-gpu', 'node', 'wasm', 'cpu']) {
+    for (const name of ['node-gpu', 'node', 'webgpu', 'native', 'wasm', 'cpu']) {
       assert.match(r.stdout, new RegExp(`^ {2}${name} +(default|available|unavailable)`, 'm'), name);
     }
     // An unavailable backend says why.
     for (const line of r.stdout.split('\n').filter((l) => / unavailable/.test(l))) assert.match(line, /unavailable {2}\S/);
-    assert.match(r.stdout, /^default backend: (node-gpu|node|wasm|cpu)$/m);
+    assert.match(r.stdout, /^default backend: (node-gpu|node|webgpu|native|wasm|cpu)$/m);
   });
 
   test('--version --json', async () => {
@@ -150,7 +150,7 @@ describe('factlens --version and --help', () => {
     const v = JSON.parse(r.stdout);
     assert.deepEqual(
       v.backends.map((b: { name: string }) => b.name),
-      ['node-gpu', 'node', 'wasm', 'cpu'],
+      ['node-gpu', 'node', 'webgpu', 'native', 'wasm', 'cpu'],
     );
     for (const b of v.backends) if (!b.available) assert.ok(b.reason, `${b.name} says why it is unavailable`);
     assert.ok(v.backends.find((b: { name: string }) => b.name === v.defaultBackend).available);

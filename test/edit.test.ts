@@ -46,6 +46,7 @@ import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
 import { FactLensError } from '../engine/errors.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { slowTest } from './helpers/tier.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-edit-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
@@ -372,7 +373,7 @@ describe('ROME', () => {
     assert.equal(listEdits(m).length, 0);
   });
 
-  test('efficacy: the edit prompt now predicts the new target (CounterFact records 1–3)', async () => {
+  slowTest('efficacy: the edit prompt now predicts the new target (CounterFact records 1–3)', async () => {
     for (const i of [1, 2, 3]) {
       const rw = CF[i].requested_rewrite;
       const prompt = rw.prompt.replace('{}', rw.subject);
@@ -415,7 +416,7 @@ describe('ROME', () => {
     }
   });
 
-  test('v* modes (suffix / blocks / full) and the fast gradient give the same loss trajectory', async () => {
+  slowTest('v* modes (suffix / blocks / full) and the fast gradient give the same loss trajectory', async () => {
     const traj = async (opts: object) =>
       (await romeEditParts(m, requestOf(0), {}, { statsSamples: SAMPLES, hparams: { vNumGradSteps: 4 }, ...opts })).v.steps.map((s) => s.loss);
     const ref = await traj({ vForward: 'full', fastGrad: false });
@@ -469,7 +470,7 @@ describe('edit errors', () => {
 });
 
 describe('layer choice', () => {
-  test('causal tracing on a facts file picks a layer ≥ 1 (cached per model and facts hash)', async () => {
+  slowTest('causal tracing on a facts file picks a layer ≥ 1 (cached per model and facts hash)', async () => {
     const facts = tmpFile(
       'facts.jsonl',
       fs
@@ -489,7 +490,7 @@ describe('layer choice', () => {
 });
 
 describe('factlens edit', () => {
-  test('--json: before/after probabilities, generations, layer, k·u, ‖ΔW‖, timings', async () => {
+  slowTest('--json: before/after probabilities, generations, layer, k·u, ‖ΔW‖, timings', async () => {
     const out: string[] = [];
     const err: string[] = [];
     const rw = CF[0].requested_rewrite;

@@ -36,6 +36,7 @@ import { parseCommandArgs } from '../engine/cli/args.js';
 import { isFactLensError } from '../engine/errors.js';
 import { TINYWORLD, readJson } from './helpers/golden.js';
 import { model } from './helpers/model.js';
+import { slowTest } from './helpers/tier.js';
 
 const CF = readJson<unknown[]>(path.join(TINYWORLD, 'counterfact-dev.json'));
 const close = (a: number, b: number, tol = 1e-9) => Math.abs(a - b) <= tol;
@@ -189,7 +190,7 @@ function caseOf(i: number): CounterFactCase {
   return c as CounterFactCase;
 }
 
-test('after evaluating FT edits the model is restored bit for bit; a broken revert is caught', async () => {
+slowTest('after evaluating FT edits the model is restored bit for bit; a broken revert is caught', async () => {
   const m = await model();
   const probe = m.tokenizer.encode('David Stan was born in');
   const logits = () => Buffer.from((nextTokenLogprobs(m, [probe])[0] as Float32Array).buffer).toString('base64');
@@ -216,7 +217,7 @@ test('after evaluating FT edits the model is restored bit for bit; a broken reve
   assert.equal(logits(), before);
 });
 
-test('batch mode: edits of a chunk are applied in turn, measured together, and all reverted', async () => {
+slowTest('batch mode: edits of a chunk are applied in turn, measured together, and all reverted', async () => {
   const m = await model();
   const applied: number[] = [];
   const edit = async (mm: typeof m, c: CounterFactCase): Promise<EditRecord> => {
@@ -229,7 +230,7 @@ test('batch mode: edits of a chunk are applied in turn, measured together, and a
   assert.equal(listEdits(m).length, 0);
 });
 
-test('probability test with generation on one tinyworld record (pre-edit semantics)', async () => {
+slowTest('probability test with generation on one tinyworld record (pre-edit semantics)', async () => {
   const m = await model();
   const c = { ...caseOf(1), gen: true };
   const [p] = probabilityTest(m, [c]);
@@ -250,7 +251,7 @@ test('probability test with generation on one tinyworld record (pre-edit semanti
 // zsRE
 // ---------------------------------------------------------------------------------------
 
-test('zsRE token accuracy on a hand-checked record and a tinyworld-built set (tinyworld has no zsRE set)', async () => {
+slowTest('zsRE token accuracy on a hand-checked record and a tinyworld-built set (tinyworld has no zsRE set)', async () => {
   const m = await model();
   const tok = m.tokenizer;
   // France → Paris is known; "Berlin" is not the model's answer.

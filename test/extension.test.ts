@@ -70,7 +70,7 @@ describe('manifest', () => {
     for (const k of ['factlens.model.folder', 'factlens.engine.backend', 'factlens.trace.samples', 'factlens.trace.noise', 'factlens.trace.window']) {
       assert.ok(props[k], k);
     }
-    assert.deepEqual(props['factlens.engine.backend'].enum, ['auto', 'node-gpu', 'node', 'wasm', 'cpu']);
+    assert.deepEqual(props['factlens.engine.backend'].enum, ['auto', 'node-gpu', 'node', 'webgpu', 'native', 'wasm', 'cpu']);
     const config = read('extension/config.ts');
     for (const k of Object.keys(props)) {
       if (k === 'factlens.codeLens.enabled' || k === 'factlens.engine.startOnActivation') continue;
@@ -97,6 +97,14 @@ describe('dependency rules', () => {
         const abs = spec.startsWith('.') ? path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, f)), spec)) : spec;
         if (abs.startsWith('engine/')) assert.ok(/^engine\/(protocol|client\/index)\.js$/.test(abs), `${f} imports ${spec}`);
         assert.ok(!/tensorflow|tfjs/.test(abs), `${f} imports ${spec}`);
+      }
+    }
+  });
+
+  test('formats/ (the prompt and fact file formats both the engine and the extension read) imports nothing of either', () => {
+    for (const f of sources('formats')) {
+      for (const { spec } of imports(f)) {
+        assert.ok(spec.startsWith('./'), `${f} imports ${spec}: file-format modules stay pure (no vscode, engine, tfjs)`);
       }
     }
   });

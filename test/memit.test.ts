@@ -35,6 +35,7 @@ import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { slowTest } from './helpers/tier.js';
 
 const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-memit-test-'));
 process.env.FACTLENS_CACHE_DIR = CACHE;
@@ -150,7 +151,7 @@ describe('MEMIT', () => {
     assert.ok(dist(again.layerHidden[0][0]) < 0.6 * dist(parts.layerHidden[0][0]), 'the residual to z shrinks');
   });
 
-  test('one edit behaves like a consistent-key ROME edit in efficacy (records 1–4)', async () => {
+  slowTest('one edit behaves like a consistent-key ROME edit in efficacy (records 1–4)', async () => {
     for (const i of [1, 2, 3, 4]) {
       assert.equal(succeeds(i), false, `record ${i} is not known before the edit`);
       const rome = await computeEdit(m, { ...requestOf(i, [3]), method: 'rome' }, {}, { statsSamples: SAMPLES });
@@ -168,7 +169,7 @@ describe('MEMIT', () => {
     }
   });
 
-  test('a batch of 8 edits is one record with a dense delta per layer; most land; revert is bit-identical', async () => {
+  slowTest('a batch of 8 edits is one record with a dense delta per layer; most land; revert is bit-identical', async () => {
     const ids = [10, 11, 12, 13, 14, 15, 16, 17];
     const prompts = ids.map((i) => CF[i].requested_rewrite.prompt.replace('{}', CF[i].requested_rewrite.subject));
     const before = logits(prompts);
@@ -227,7 +228,7 @@ describe('MEMIT from the command line', () => {
   });
   const backend = TEST_BACKEND ? ['--backend', TEST_BACKEND] : [];
 
-  test('factlens edit --method memit --layer 2,3 --json', async () => {
+  slowTest('factlens edit --method memit --layer 2,3 --json', async () => {
     const out: string[] = [];
     const err: string[] = [];
     const rw = CF[5].requested_rewrite;
@@ -246,7 +247,7 @@ describe('MEMIT from the command line', () => {
     assert.match(bad.join(''), /several are for --method memit/);
   });
 
-  test('factlens eval --method memit --batch 3: all three edited at once, then measured and restored', async () => {
+  slowTest('factlens eval --method memit --batch 3: all three edited at once, then measured and restored', async () => {
     const out: string[] = [];
     const err: string[] = [];
     const code = await main(

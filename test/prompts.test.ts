@@ -6,8 +6,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatPromptLine, parsePromptFile, parsePromptLine, entryErrors } from '../extension/prompts/parse.js';
-import { parseFactFile, positionAt } from '../extension/prompts/counterfact.js';
+import { formatPromptLine, parsePromptFile, parsePromptLine, entryErrors } from '../formats/prompt-file.js';
+import { parseFactFile, positionAt } from '../formats/fact-file.js';
 import { normalizeSelection, subjectCandidates } from '../extension/prompts/subject.js';
 import { parseMarkedPrompt } from '../engine/trace/marked.js';
 import { TINYWORLD } from './helpers/golden.js';
@@ -27,6 +27,7 @@ describe('.prompts lines', () => {
       expectColumns: [30, 35],
       promptColumns: [0, 26],
       subjectColumns: [16, 22],
+      subjectOffset: 15,
     });
     assert.equal(raw.slice(16, 22), 'France');
     assert.equal(raw.slice(30, 35), 'Paris');

@@ -72,7 +72,7 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-protocol-'));
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 function copySources(): void {
-  for (const dir of ['engine', 'extension', 'webviews']) {
+  for (const dir of ['engine', 'formats', 'extension', 'webviews']) {
     fs.cpSync(path.join(ROOT, dir), path.join(work, dir), {
       recursive: true,
       filter: (src) => !src.includes(`${path.sep}assets`) && (fs.statSync(src).isDirectory() || src.endsWith('.ts')),
@@ -81,7 +81,7 @@ function copySources(): void {
   fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(work, 'package.json'));
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(work, 'node_modules'), 'dir');
   const cfg = JSON.parse(fs.readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8'));
-  cfg.include = ['engine/**/*.ts', 'extension/**/*.ts', 'webviews/**/*.ts'];
+  cfg.include = ['engine/**/*.ts', 'formats/**/*.ts', 'extension/**/*.ts', 'webviews/**/*.ts'];
   fs.writeFileSync(path.join(work, 'tsconfig.json'), JSON.stringify(cfg));
 }
 

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadTokenizer, subjectLastIndexInTemplate, subjectTokenRange, type Tokenizer } from '../engine/tokenizer/index.js';
 import { FactLensError } from '../engine/errors.js';
-import { TINYWORLD, readJson } from './helpers/golden.js';
+import { TINYWORLD, TINYWORLD_GOLDEN, readJson } from './helpers/golden.js';
 
 interface Golden {
   tokenization: { text: string; ids: number[] }[];
@@ -15,7 +15,7 @@ interface Golden {
 
 const MODEL = path.join(TINYWORLD, 'model');
 const ASSETS = path.resolve(__dirname, '..', 'engine', 'assets', 'tinyworld');
-const golden = readJson<Golden>(path.join(TINYWORLD, 'golden.json'));
+const golden = readJson<Golden>(TINYWORLD_GOLDEN);
 const cases: { text: string; ids: number[] }[] = [
   ...golden.tokenization,
   ...golden.forward.map((c) => ({ text: c.prompt, ids: c.ids })),

@@ -7,6 +7,7 @@
  * Methods plug in through `registerEditMethod` (ROME is built in; MEMIT / FT / FT+L modules
  * register themselves or are added to METHODS below).
  */
+import { isHostWeight } from '../runtime/native/host-weights.js';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import type { JobControl } from '../util/jobs.js';
@@ -37,12 +38,28 @@ export function editMethods(): EditMethod[] {
  * the reference's sequential ROME does). The model is not changed: apply the record with
  * applyEdit.
  */
+/**
+ * Edits change weights through WASM kernels (and read them in the heap); a model whose block
+ * matrices live in host memory (a model beyond the WASM heap, runtime/native/host-weights.ts)
+ * can be traced and queried but not edited.
+ */
+function refuseHostWeights(model: LoadedModel): void {
+  if (model.weights.blocks.some((b) => isHostWeight(b.mlpOut.w))) {
+    throw new FactLensError(
+      'MODEL_TOO_LARGE',
+      `${model.name} (${(model.parameterCount / 1e6).toFixed(0)}M parameters) keeps its weight matrices outside the 4 GB WASM heap; it can be traced and queried, not edited`,
+      { file: model.dir, backend: model.backend },
+    );
+  }
+}
+
 export async function computeEdit(
   model: LoadedModel,
   request: EditRequest,
   control: JobControl = {},
   opts: ComputeOptions = {},
 ): Promise<EditRecord> {
+  refuseHostWeights(model);
   const method = request?.method ?? 'rome';
   const fn = METHODS[method];
   if (!fn) {

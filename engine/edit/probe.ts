@@ -9,6 +9,7 @@ import { checkFinite } from '../runtime/finite.js';
 import { encodePrompt } from '../predict.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSoftmaxRows } from '../runtime/logsumexp.js';
 import { generate } from '../runtime/generate.js';
 
 export interface TargetScore {
@@ -84,7 +85,7 @@ export function probePrompts(model: LoadedModel, prompts: string[], targets: str
   const batch = padBatch(rows, 'right');
   const V = model.config.vocabSize;
   // Read outside the tidy: tidy walks a returned typed array element by element (slow).
-  const lpT = tf.tidy(() => tf.logSoftmax(forward(model, batch, { logitsAt: pairs }).logits!));
+  const lpT = tf.tidy(() => logSoftmaxRows(forward(model, batch, { logitsAt: pairs }).logits!));
   const lp = lpT.dataSync() as Float32Array;
   lpT.dispose();
   checkFinite(model, lp, rows, 'the probe log-probabilities');

@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { DecoderModel } from '../runtime/decoder-forward.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
+import { logSumExpRows } from '../runtime/logsumexp.js';
 
 export interface ScoreRow {
   prefix: number[];
@@ -119,7 +120,7 @@ export function scoreItems(model: DecoderModel, items: ScoreItem[], opts: ScoreO
     const batch = padBatch(rows.slice(start, end), 'right');
     const [lse, picked, am] = tf.tidy(() => {
       const logits = forward(model, batch, { logitsAt: pairs }).logits!;
-      return [tf.logSumExp(logits, 1), tf.gather(tf.reshape(logits, [-1]), tf.tensor1d(flat, 'int32')), tf.argMax(logits, 1)];
+      return [logSumExpRows(logits), tf.gather(tf.reshape(logits, [-1]), tf.tensor1d(flat, 'int32')), tf.argMax(logits, 1)];
     });
     const lseD = lse.dataSync() as Float32Array;
     const pickedD = picked.dataSync() as Float32Array;

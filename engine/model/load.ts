@@ -12,7 +12,8 @@ import type { ArchitectureAdapter } from './adapters/types.js';
 import type { DecoderConfig, DecoderWeights } from './decoder.js';
 import { loadTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { checkFits, selectBackend, type BackendName } from '../runtime/backend.js';
+import { checkFits, estimateModelBytes, selectBackend, WASM_HEAP_BYTES, type BackendName } from '../runtime/backend.js';
+import { withHostMatrices } from './adapters/read.js';
 import { disposeQkvSplit } from '../runtime/decoder-forward.js';
 
 export interface LoadedModel {
@@ -57,9 +58,15 @@ export async function loadModel(opts: LoadOptions = {}): Promise<LoadedModel> {
   const config = adapter.parseConfig(ckpt.config, configFile);
   validateConfig(config, ckpt.config, configFile, ckpt);
   const params = ckpt.parameterCount();
-  checkFits(params, config.vocabSize * config.dModel, backend, dir);
+  const unembedParams = config.vocabSize * config.dModel;
+  // On 'native', a GPT-2 whose weights exceed the WASM heap keeps its block matrices in host
+  // memory (runtime/native/host-weights.ts); the rest must fit the heap.
+  const hostMatrices =
+    backend === 'native' && config.modelType === 'gpt2' && estimateModelBytes(params, backend, unembedParams) > WASM_HEAP_BYTES * 0.9;
+  const blockMatrices = config.nLayer * (4 * config.dModel * config.dModel + 2 * config.dModel * config.dMlp);
+  checkFits(hostMatrices ? params - blockMatrices : params, unembedParams, backend, dir);
   const tokenizer = opts.withoutTokenizer ? nullTokenizer(config) : loadTokenizer(dir);
-  const weights = adapter.loadWeights(ckpt, config);
+  const weights = hostMatrices ? withHostMatrices(() => adapter.loadWeights(ckpt, config)) : adapter.loadWeights(ckpt, config);
   const isDefault = dir === path.resolve(defaultModelDir());
   return {
     dir,

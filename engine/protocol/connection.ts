@@ -14,7 +14,7 @@ import type { BackendName, BackendStatus, ModelInfo } from './model.js';
  * equal; the engine refuses `initialize` from a client with another major (VERSION_MISMATCH).
  * Bump MINOR for additions (new methods, new optional fields), MAJOR for anything else.
  */
-export const PROTOCOL_VERSION = '1.1';
+export const PROTOCOL_VERSION = '1.2';
 
 /** Default limit on one incoming message (the Content-Length of one frame). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;

@@ -17,11 +17,12 @@
  */
 import type { RequestType } from 'vscode-jsonrpc';
 import { Initialize, Shutdown } from './connection.js';
-import { EditApply, EditList, EditRevert, StatsCompute } from './edit.js';
+import { EditApply, EditList, EditProbe, EditRevert, EditSave, StatsCompute } from './edit.js';
 import { EvalRun } from './eval.js';
 import { JobsList } from './jobs.js';
 import { ModelInfoRequest, ModelLoad } from './model.js';
 import { Predict } from './predict.js';
+import { PredictBatch, SpecificityCheckRequest } from './specificity.js';
 import { Trace, TraceAverage } from './trace.js';
 
 export * from './connection.js';
@@ -31,6 +32,7 @@ export * from './eval.js';
 export * from './jobs.js';
 export * from './model.js';
 export * from './predict.js';
+export * from './specificity.js';
 export * from './trace.js';
 
 /** Every request, by method name. */
@@ -39,11 +41,15 @@ export const REQUESTS = {
   'model/load': ModelLoad,
   'model/info': ModelInfoRequest,
   predict: Predict,
+  'predict/batch': PredictBatch,
+  'specificity/check': SpecificityCheckRequest,
   trace: Trace,
   traceAverage: TraceAverage,
   'edit/apply': EditApply,
   'edit/revert': EditRevert,
   'edit/list': EditList,
+  'edit/probe': EditProbe,
+  'edit/save': EditSave,
   'eval/run': EvalRun,
   'stats/compute': StatsCompute,
   'jobs/list': JobsList,

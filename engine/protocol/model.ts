@@ -3,8 +3,11 @@ import { RequestType } from 'vscode-jsonrpc';
 import type { EngineErrorData } from './errors.js';
 import type { WithProgress } from './jobs.js';
 
-/** Compute backends, in the order the engine tries them. */
-export const BACKEND_NAMES = ['node-gpu', 'node', 'wasm', 'cpu'] as const;
+/**
+ * Compute backends, in the order the engine tries them ('webgpu': tfjs-backend-webgpu on Dawn, only
+ * where an adapter exists; 'native': WASM with onnxruntime's CPU products, engine/runtime/native).
+ */
+export const BACKEND_NAMES = ['node-gpu', 'node', 'webgpu', 'native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
 export interface BackendStatus {

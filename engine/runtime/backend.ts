@@ -1,6 +1,6 @@
 /**
- * Backend selection. Order when nothing is forced: tfjs-node-gpu (CUDA) → tfjs-node → WASM
- * (SIMD) → plain JS. The native packages are optional dependencies whose install scripts
+ * Backend selection. Order when nothing is forced: tfjs-node-gpu (CUDA) → tfjs-node → native
+ * (WASM with onnxruntime's CPU products, engine/runtime/native) → WASM (SIMD) → plain JS. The native packages are optional dependencies whose install scripts
  * download libtensorflow, which fails on machines without that host; so they are loaded with
  * a guarded require and skipped when absent or broken. The backend in use is always reported.
  */
@@ -14,6 +14,9 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { FactLensError } from '../errors.js';
+import { loadOrt, ortVersion } from './native/ort.js';
+import { installNativeMatMul, removeNativeMatMul } from './native/matmul-kernel.js';
+import { registerWebgpuBackend, webgpuAdapter, webgpuProbe } from './webgpu.js';
 
 import { BACKEND_NAMES, type BackendName, type BackendStatus } from '../protocol/model.js';
 
@@ -24,6 +27,9 @@ export const BACKEND_ORDER: readonly BackendName[] = BACKEND_NAMES;
 const TFJS_NAME: Record<BackendName, string> = {
   'node-gpu': 'tensorflow',
   node: 'tensorflow',
+  webgpu: 'webgpu',
+  // The WASM backend with its matrix products swapped for onnxruntime's (a kernel override).
+  native: 'wasm',
   wasm: 'wasm',
   cpu: 'cpu',
 };
@@ -93,6 +99,17 @@ function tryNative(name: BackendName): string | null {
 export function probeBackends(): BackendStatus[] {
   return BACKEND_ORDER.map((name): BackendStatus => {
     if (name === 'cpu') return { name, available: true };
+    if (name === 'webgpu') return { name, ...webgpuProbe() };
+    if (name === 'native') {
+      const err = loadOrt();
+      if (err) return { name, available: false, reason: `${err}; products run on WASM` };
+      try {
+        wasmDir();
+      } catch (e) {
+        return { name, available: false, reason: (e as Error).message };
+      }
+      return { name, available: true, reason: `onnxruntime-node ${ortVersion()} CPU products in the WASM backend` };
+    }
     if (name === 'wasm') {
       try {
         wasmDir();
@@ -130,7 +147,15 @@ async function activate(name: BackendName): Promise<void> {
 }
 
 async function activateInner(name: BackendName): Promise<void> {
-  if (name === 'wasm') {
+  if (name === 'webgpu') {
+    const found = await webgpuAdapter();
+    if ('reason' in found) throw new FactLensError('BACKEND_UNAVAILABLE', found.reason, { backend: name });
+    await registerWebgpuBackend();
+  } else if (name === 'native') {
+    const err = loadOrt();
+    if (err) throw new FactLensError('BACKEND_UNAVAILABLE', err, { backend: name });
+    setWasmPaths(wasmDir());
+  } else if (name === 'wasm') {
     setWasmPaths(wasmDir());
   } else if (name === 'node' || name === 'node-gpu') {
     const err = tryNative(name);
@@ -141,6 +166,9 @@ async function activateInner(name: BackendName): Promise<void> {
     throw new FactLensError('BACKEND_UNAVAILABLE', `backend '${name}' failed to initialise`, { backend: name });
   }
   await tf.ready();
+  // 'native' and 'wasm' share tfjs's WASM backend; they differ in the BatchMatMul kernel.
+  if (name === 'native') installNativeMatMul();
+  else if (name === 'wasm') removeNativeMatMul();
 }
 
 /**
@@ -188,12 +216,13 @@ export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
  */
 export function estimateModelBytes(parameters: number, backend: BackendName, unembedParams: number): number {
   const weights = parameters * 4 + unembedParams * 4;
+  // 'native' keeps the weights in the same heap but its products never make XNNPACK's copies.
   return backend === 'wasm' ? weights * 2 : weights;
 }
 
 /** Throws MODEL_TOO_LARGE before loading a model that cannot fit the backend. */
 export function checkFits(parameters: number, unembedParams: number, backend: BackendName, modelDir: string): void {
-  if (backend !== 'wasm') return;
+  if (backend !== 'wasm' && backend !== 'native') return;
   const need = estimateModelBytes(parameters, backend, unembedParams);
   if (need > WASM_HEAP_BYTES * 0.9) {
     throw new FactLensError(

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { BlockWeights, DecoderConfig, DecoderWeights, NormWeights } from '../model/decoder.js';
 import { site, type Hook } from './sites.js';
 import { applyRotary, rotaryTables } from './rotary.js';
+import { hostData, hostWeight } from './native/host-weights.js';
 
 export interface KV {
   /** [B, nKvHead, Tk, headDim] */
@@ -142,8 +143,18 @@ const qkvSplits = new WeakMap<tf.Tensor2D, { q: Linear; k: Linear; v: Linear }>(
 function splitQkv(qkv: Linear, nq: number, nkv: number): { q: Linear; k: Linear; v: Linear } {
   const hit = qkvSplits.get(qkv.w);
   if (hit && !hit.q.w.isDisposed && !qkv.w.isDisposed) return hit;
+  const hosted = hostData(qkv.w.dataId);
+  const [rows, cols] = qkv.w.shape;
   const part = (start: number, size: number): Linear => {
-    const w = tf.keep(tf.slice(qkv.w, [0, start], [-1, size]));
+    // A host weight (outside the WASM heap) is split on the host: no WASM kernel may read it.
+    let w: tf.Tensor2D;
+    if (hosted) {
+      const out = new Float32Array(rows * size);
+      for (let r = 0; r < rows; r++) out.set(hosted.subarray(r * cols + start, r * cols + start + size), r * size);
+      w = tf.keep(hostWeight(out, rows, size));
+    } else {
+      w = tf.keep(tf.slice(qkv.w, [0, start], [-1, size]));
+    }
     const b = qkv.b ? tf.keep(tf.slice(qkv.b, [start], [size])) : undefined;
     return { w, ...(b ? { b } : {}) };
   };

@@ -16,6 +16,8 @@ import { createMessageConnection, StreamMessageWriter } from 'vscode-jsonrpc/nod
 import { FactLensError, isFactLensError } from '../errors.js';
 import { disposeModel, loadModel, type LoadedModel } from '../model/load.js';
 import { predict } from '../predict.js';
+import { predictBatch } from '../predict-batch.js';
+import { checkSpecificity } from '../specificity/check.js';
 import { activeBackend, probeBackends, type BackendName } from '../runtime/backend.js';
 import { trace } from '../trace/index.js';
 import { readFacts, traceAverage, type Fact } from '../trace/average.js';
@@ -255,7 +257,7 @@ export class Engine {
       onUpdate: (j) => s.progress(j, opts.progressToken),
     });
     const t0 = Date.now();
-    const quiet = method === 'predict';
+    const quiet = method === 'predict' || method === 'predict/batch' || method === 'specificity/check';
     if (!quiet) this.opts.log(`${job.id}: ${method} for ${s.id} (${s.clientName}) ${job.state}${opts.summary ? `: ${opts.summary}` : ''}`);
     const sub = token.onCancellationRequested(() => {
       this.opts.log(`${job.id}: cancel requested by ${s.id}`);
@@ -375,6 +377,26 @@ export class Engine {
           );
         },
       },
+      'predict/batch': {
+        run: (s, p, token) => {
+          this.requireModel();
+          return this.runJob(s, 'predict/batch', { summary: `${p.prompts.length} prompts`, priority: true }, token, () => {
+            const model = this.requireModel();
+            const t0 = performance.now();
+            const r = predictBatch(model, p.prompts, { k: p.k, targets: p.targets, unedited: p.unedited });
+            return { model: model.name, backend: model.backend, unedited: p.unedited === true, ...r, seconds: (performance.now() - t0) / 1000 };
+          });
+        },
+      },
+      'specificity/check': {
+        run: (s, p, token) => {
+          this.requireModel();
+          // Reads the weights only, in one synchronous pass: it may run beside a long job, like predict.
+          return this.runJob(s, 'specificity/check', { summary: `${p.prompts.length} prompts`, priority: true }, token, () =>
+            checkSpecificity(this.requireModel(), p.prompts, { k: p.k }),
+          );
+        },
+      },
       trace: {
         run: (s, p, token) => {
           this.requireModel();
@@ -434,6 +456,23 @@ export class Engine {
         run: () => {
           const edit = feature('edit', 'edit/list');
           return edit.list(this.requireModel());
+        },
+      },
+      'edit/probe': {
+        run: (s, p, token) => {
+          const edit = feature('edit', 'edit/probe');
+          this.requireModel();
+          const summary = `${p.prompts.length} prompt(s)${p.unedited ? ', unedited' : ''}`;
+          return this.runJob(s, 'edit/probe', { summary }, token, () => edit.probe(this.requireModel(), p));
+        },
+      },
+      'edit/save': {
+        run: (s, p, token) => {
+          const edit = feature('edit', 'edit/save');
+          this.requireModel();
+          const dir = path.resolve(p.dir);
+          // Exclusive: the saved weights are exactly the edits applied when it starts.
+          return this.runJob(s, 'edit/save', { summary: dir, exclusive: true }, token, () => edit.save(this.requireModel(), dir));
         },
       },
       'eval/run': {

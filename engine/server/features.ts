@@ -3,18 +3,18 @@
  * null is declared in the protocol but not in this build: the server answers its methods with
  * NOT_AVAILABLE and `initialize` lists it under capabilities.unavailable.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FactLensError } from '../errors.js';
-import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../eval/counterfact.js';
-import type { EditLoopOptions } from '../eval/loop.js';
-import { wireMethod } from '../eval/methods.js';
+import { evaluationSummary, runEvaluation } from '../eval/run.js';
 import type { LoadedModel } from '../model/load.js';
 import type { EditRecord, EditRequest } from '../edit/types.js';
-import { applyEdit, computeEdit, layerStats, listEdits, revertEdit, romeHparams } from '../edit/index.js';
+import { applyEdit, baseModel, computeEdit, greedyContinuations, layerStats, listEdits, probePrompts, revertEdit, romeHparams, saveModel } from '../edit/index.js';
+import { predict } from '../predict.js';
 import { subControl, type JobControl } from '../util/jobs.js';
 import type {
   EditComputeOptions,
+  EditProbeParams,
+  EditProbeResult,
+  EditSaveResult,
   EvalRunParams,
   EvalRunResult,
   LayerStatsSummary,
@@ -28,6 +28,8 @@ export interface EditFeature {
   apply(model: LoadedModel, record: EditRecord, force: boolean): void | Promise<void>;
   revert(model: LoadedModel, id: string): void | Promise<void>;
   list(model: LoadedModel): EditRecord[];
+  probe(model: LoadedModel, params: EditProbeParams): EditProbeResult;
+  save(model: LoadedModel, dir: string): EditSaveResult;
 }
 
 export interface StatsFeature {
@@ -52,6 +54,27 @@ export const FEATURES: Features = {
       revertEdit(model, id);
     },
     list: (model) => listEdits(model),
+    probe(model, p) {
+      // The unedited model as a view over the kept original tensors: nothing in the engine changes.
+      const view: LoadedModel = p.unedited ? { ...model, ...baseModel(model) } : model;
+      const scores = probePrompts(view, p.prompts, p.targets);
+      const tokens = p.tokens ?? 20;
+      const generations = tokens > 0 ? greedyContinuations(view, p.prompts, tokens) : null;
+      return {
+        edits: p.unedited ? [] : listEdits(model).map((r) => r.id),
+        unedited: p.unedited === true,
+        prompts: p.prompts.map((prompt, i) => ({
+          prompt,
+          top: predict(view, prompt, p.k ?? 5).top,
+          targets: scores[i].targets,
+          generation: generations ? generations[i] : null,
+        })),
+      };
+    },
+    save(model, dir) {
+      const s = saveModel(model, dir);
+      return { dir: s.dir, files: s.files, bytes: s.bytes, edits: listEdits(model).map((r) => r.id) };
+    },
   },
   stats: {
     async compute(model, p, control) {
@@ -73,28 +96,11 @@ export const FEATURES: Features = {
     },
   },
   eval: {
+    // The same evaluation as `factlens eval` (engine/eval/run.ts).
     async run(model, p, control) {
-      if (!p.dataset) {
-        throw new FactLensError('INVALID_ARGUMENT', 'eval/run needs a dataset: a CounterFact-format file on the engine machine', {
-          field: 'dataset',
-        });
-      }
-      const file = path.resolve(p.dataset);
-      if (!fs.existsSync(file)) throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist`, { file, field: 'dataset' });
-      let records: unknown[];
-      const text = readRegularText(file, 'dataset');
-      try {
-        records = JSON.parse(text) as unknown[];
-      } catch {
-        // Never quote the file: on a socket engine the client may not be allowed to read it.
-        throw new FactLensError('INVALID_ARGUMENT', `${file} is not a JSON dataset (expected an array of CounterFact records)`, { file, field: 'dataset' });
-      }
-      if (!Array.isArray(records)) throw new FactLensError('INVALID_ARGUMENT', `${file}: expected a JSON array of records`, { file });
-      const batch = p.batch ?? 1;
-      const wiring = wireMethod(p.method ?? 'rome', { layers: p.layers ?? (p.layer !== undefined ? [p.layer] : undefined), batch, control, model });
-      const r = await evaluateCounterFact(model, records, { ...(wiring.opts as EditLoopOptions<CounterFactCase>), batch, limit: p.limit }, control);
-      const { per_record: _perRecord, ...summary } = r as CounterFactResult & { per_record?: unknown };
-      return { method: p.method ?? 'rome', dataset: file, model: model.name, ...summary };
+      const layers = p.layers ?? (p.layer !== undefined ? [p.layer] : undefined);
+      const ev = await runEvaluation(model, { dataset: p.dataset, edits: p.edits, method: p.method, limit: p.limit, batch: p.batch, layers }, control);
+      return evaluationSummary(ev, model, p.method ?? 'rome');
     },
   },
 };
@@ -103,7 +109,7 @@ export const FEATURES: Features = {
 export function unavailableMethods(f: Features = FEATURES): Record<string, string> {
   const out: Record<string, string> = {};
   const why = (what: string) => `${what} is not available in this engine build`;
-  if (!f.edit) for (const m of ['edit/apply', 'edit/revert', 'edit/list']) out[m] = why('editing');
+  if (!f.edit) for (const m of ['edit/apply', 'edit/revert', 'edit/list', 'edit/probe', 'edit/save']) out[m] = why('editing');
   if (!f.stats) out['stats/compute'] = why('statistics');
   if (!f.eval) out['eval/run'] = why('evaluation');
   return out;

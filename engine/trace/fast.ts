@@ -11,13 +11,14 @@
  * the block in one batched call.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { attentionBias, block, embed, finalNorm, selectRows, unembed, type KV } from '../runtime/decoder-forward.js';
+import { attentionBias, block, embed, finalNorm, selectRows, type KV } from '../runtime/decoder-forward.js';
 import { padBatch } from '../runtime/batch.js';
 import { chainHooks, site, type Hook } from '../runtime/sites.js';
 import { interventionHook, type Intervention } from '../runtime/interventions.js';
 import type { Job } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
-import { answerProbs, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
+import { answerProbsAsync, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
+import { vocabQueryAsync } from '../runtime/vocab.js';
 import type { RawTrace } from './naive.js';
 
 /** Rows × tokens per batched block call; bounds memory on large models. */
@@ -45,12 +46,12 @@ function cleanSite(m: Mod): string {
 }
 
 /** Clean run (one row) and corrupted run (n rows, block by block), keeping what restorations reuse. */
-function buildCache(p: Prepared, restorationList: Restoration[]): { cache: Cache; answerId: number; cleanProb: number; corruptedProb: number } {
+async function buildCache(p: Prepared, restorationList: Restoration[]): Promise<{ cache: Cache; answerId: number; cleanProb: number; corruptedProb: number }> {
   const m = p.model;
   const L = m.config.nLayer;
   const T = p.ids.length;
   const n = p.samples;
-  return scoped(() => {
+  const built = scoped(() => {
     const cleanSites = new Set<string>();
     const frozenSites = new Set<string>();
     for (const r of restorationList) {
@@ -68,10 +69,7 @@ function buildCache(p: Prepared, restorationList: Restoration[]): { cache: Cache
     const readClean = interventionHook([...cleanSites].map((s) => ({ site: s, op: 'read' as const })), reads);
     let h = embed(m, ids1, pos1, readClean);
     for (let l = 0; l < L; l++) h = block(m, l, h, bias, undefined, readClean).h;
-    const cleanLogits = unembed(m, selectRows(tf.reshape(finalNorm(m, h), [T, -1]) as tf.Tensor2D, [T - 1]));
-    const cleanProbs = tf.softmax(cleanLogits).dataSync();
-    let answerId = p.expectedId ?? 0;
-    if (p.expectedId === null) for (let i = 1; i < cleanProbs.length; i++) if (cleanProbs[i] > cleanProbs[answerId]) answerId = i;
+    const cleanRow = selectRows(tf.reshape(finalNorm(m, h), [T, -1]) as tf.Tensor2D, [T - 1]);
     const clean = new Map<string, tf.Tensor2D>();
     for (const [s, x] of reads) clean.set(s, tf.reshape(x, [T, -1]) as tf.Tensor2D);
 
@@ -94,9 +92,18 @@ function buildCache(p: Prepared, restorationList: Restoration[]): { cache: Cache
     }
     hIn.push(hc);
     const last = tf.reshape(tf.slice(finalNorm(m, hc), [0, T - 1, 0], [n, 1, -1]), [n, -1]) as tf.Tensor2D;
-    const corruptedProb = answerProbs(m, last, answerId).reduce((a, x) => a + x, 0) / n;
-    return { cache: { hIn, kv, frozen, clean }, answerId, cleanProb: cleanProbs[answerId], corruptedProb };
+    return { cache: { hIn, kv, frozen, clean }, cleanRow, last };
   });
+  try {
+    // The answer: the expected token, or the clean run's most likely one.
+    const q = await vocabQueryAsync(m, built.cleanRow, [p.expectedId ?? 0]);
+    const answerId = p.expectedId ?? q.argmax[0];
+    const cleanProb = Math.exp(p.expectedId === null ? q.maxLogprob[0] : q.logprob[0]);
+    const corruptedProb = (await answerProbsAsync(m, built.last, answerId)).reduce((a, x) => a + x, 0) / n;
+    return { cache: built.cache, answerId, cleanProb, corruptedProb };
+  } finally {
+    tf.dispose([built.cleanRow, built.last]);
+  }
 }
 
 interface Node {
@@ -139,7 +146,7 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   const L = m.config.nLayer;
   const T = p.ids.length;
   const n = p.samples;
-  const { cache, answerId, cleanProb, corruptedProb } = buildCache(p, restorationList);
+  const { cache, answerId, cleanProb, corruptedProb } = await buildCache(p, restorationList);
   const scores = new Array<number>(restorationList.length).fill(NaN);
   let tokenLayers = 2 * T * L; // the clean and the corrupted run
   // The key/value projections' share of a block's matmul work per token.
@@ -216,7 +223,7 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
             if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);
             if (j === L) {
               const lastRows = tf.reshape(tf.slice(finalNorm(m, x), [0, x.shape[1] - 1, 0], [-1, 1, -1]), [x.shape[0], -1]) as tf.Tensor2D;
-              return { probs: answerProbs(m, lastRows, answerId) };
+              return { lastRows };
             }
             // The top block runs for the last position only: its output elsewhere is never read.
             // Module-output changes of the top block at token t < T − 1 therefore act on nothing
@@ -236,9 +243,11 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
             return { out: block(m, j, x, bias, past, chainHooks(hook), lastOnly).h };
           });
           if (j === L) {
+            const probs = await answerProbsAsync(m, result.lastRows!, answerId);
+            result.lastRows!.dispose();
             chunkNodes.forEach((node, k) => {
               let sum = 0;
-              for (let i = 0; i < n; i++) sum += result.probs![k * n + i];
+              for (let i = 0; i < n; i++) sum += probs[k * n + i];
               for (const member of node.members) scores[member] = sum / n;
               done += node.members.length;
             });

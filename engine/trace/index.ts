@@ -4,6 +4,7 @@ import { Job, type JobControl } from '../util/jobs.js';
 import { prepare, restorations } from './prepare.js';
 import { traceFast } from './fast.js';
 import { traceNaive } from './naive.js';
+import { threeSigmaAsync } from './noise.js';
 import type { TraceKind, TraceOptions, TraceResult } from './types.js';
 import { FactLensError } from '../errors.js';
 import { checkFinite } from '../runtime/finite.js';
@@ -13,6 +14,8 @@ export { parseMarkedPrompt } from './marked.js';
 
 export async function trace(model: LoadedModel, prompt: string, opts: TraceOptions = {}, control: JobControl = {}): Promise<TraceResult> {
   const started = performance.now();
+  // Reads of the trace are asynchronous (the WebGPU backend has no synchronous read in Node).
+  if (opts.noise === undefined || opts.noise === '3sigma') await threeSigmaAsync(model, opts.noiseSubjects);
   const p = prepare(model, prompt, opts);
   const list = restorations(p);
   const job = new Job(control, 'trace');

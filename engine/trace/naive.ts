@@ -9,8 +9,9 @@ import { padBatch } from '../runtime/batch.js';
 import { chainHooks, site, type Hook } from '../runtime/sites.js';
 import { interventionHook } from '../runtime/interventions.js';
 import type { Job } from '../util/jobs.js';
-import { disposeAll, tidyData } from '../util/scope.js';
-import { answerProbs, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
+import { disposeAll } from '../util/scope.js';
+import { answerProbsAsync, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
+import { vocabQueryAsync } from '../runtime/vocab.js';
 
 export interface RawTrace {
   answerId: number;
@@ -45,22 +46,23 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
   const frozenSites = new Set<string>();
   for (const r of restorationList) for (const x of r.mods) if (x.source === 'corrupted') frozenSites.add(siteOf(x));
   const reads = new Map<string, tf.Tensor3D>();
-  // Read after the tidy (tidyData): arraySync inside it made tidy walk rows × V numbers.
-  const base = tidyData(() => {
+  // Final-normalised last rows (clean first); probabilities come from the fused vocabulary
+  // query, read asynchronously (WebGPU reads only asynchronously).
+  const lastRows = tf.tidy(() => {
     const readHook = needsCorrupted
       ? interventionHook([...frozenSites].map((s) => ({ site: s, op: 'read' as const })), reads)
       : undefined;
-    const logits = forward(m, batch, { hook: chainHooks(noiseHook, readHook) }).logits!;
+    const res = forward(m, batch, { hook: chainHooks(noiseHook, readHook), logitsAt: 'none' });
     for (const t of reads.values()) tf.keep(t);
-    return tf.softmax(logits);
+    return tf.reshape(tf.slice(res.hidden!, [0, T - 1, 0], [n + 1, 1, d]), [n + 1, d]) as tf.Tensor2D;
   });
-  const V = base.length / (n + 1);
-  const clean = base.subarray(0, V);
-  let answerId = p.expectedId ?? 0;
-  if (p.expectedId === null) for (let i = 1; i < clean.length; i++) if (clean[i] > clean[answerId]) answerId = i;
-  let corruptedSum = 0;
-  for (let r = 1; r <= n; r++) corruptedSum += base[r * V + answerId];
-  const corruptedProb = corruptedSum / n;
+  const cleanRow = tf.slice(lastRows, [0, 0], [1, d]) as tf.Tensor2D;
+  const q = await vocabQueryAsync(m, cleanRow, [p.expectedId ?? 0]);
+  const answerId = p.expectedId ?? q.argmax[0];
+  const all = await answerProbsAsync(m, lastRows, answerId);
+  tf.dispose([cleanRow, lastRows]);
+  const cleanProb = all[0];
+  const corruptedProb = all.subarray(1).reduce((a, x) => a + x, 0) / n;
 
   const scores: number[] = [];
   for (let i = 0; i < restorationList.length; i++) {
@@ -77,11 +79,12 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
       }
       return x;
     };
-    const score = tf.tidy(() => {
+    const last = tf.tidy(() => {
       const res = forward(m, batch, { hook: chainHooks(noiseHook, restore), logitsAt: 'none' });
-      const last = tf.reshape(tf.slice(res.hidden!, [1, T - 1, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;
-      return answerProbs(m, last, answerId).reduce((a, x) => a + x, 0) / n;
+      return tf.reshape(tf.slice(res.hidden!, [1, T - 1, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;
     });
+    const score = (await answerProbsAsync(m, last, answerId)).reduce((a, x) => a + x, 0) / n;
+    last.dispose();
     scores.push(score);
     await job.checkpoint((i + 1) / restorationList.length, `naive trace: ${i + 1}/${restorationList.length} restorations`);
   }
@@ -89,7 +92,7 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
   disposeAll(reads);
   return {
     answerId,
-    cleanProb: clean[answerId],
+    cleanProb,
     corruptedProb,
     scores,
     tokenLayers: (restorationList.length + 1) * T * L,

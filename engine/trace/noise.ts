@@ -43,23 +43,46 @@ const scaleCache = new WeakMap<LoadedModel, Map<string, { scale: number; source:
  * matrix, which the result then says.
  */
 export function threeSigma(model: LoadedModel, subjects?: string[]): { scale: number; source: string } {
-  let set = subjects ? { subjects, source: `${subjects.length} given subjects` } : modelSubjects(model.dir);
-  const key = set ? set.subjects.join('\u0000') : '*';
-  const memo = scaleCache.get(model) ?? new Map();
-  scaleCache.set(model, memo);
+  const { key, memo, read, finish } = sigmaPlan(model, subjects);
   if (memo.has(key)) return memo.get(key)!;
-  let result: { scale: number; source: string };
-  if (set && set.subjects.length > 0) {
-    const ids: number[] = [];
-    for (const s of set.subjects) ids.push(...model.tokenizer.encode(s));
-    const rows = tidyData(() => tf.gather(model.weights.wte, tf.tensor1d(ids, 'int32')));
-    result = { scale: 3 * std(rows), source: `3σ of the token embeddings of ${set.subjects.length} subjects (${set.source})` };
-  } else {
-    const all = model.weights.wte.dataSync() as Float32Array;
-    result = { scale: 3 * std(all), source: '3σ of all token embeddings (the model folder has no subject set)' };
+  return finish(tidyData(read));
+}
+
+/**
+ * threeSigma with an asynchronous read, filling the same memo (trace() calls it first, so the
+ * synchronous threeSigma in prepare() finds the value: WebGPU reads only asynchronously).
+ */
+export async function threeSigmaAsync(model: LoadedModel, subjects?: string[]): Promise<{ scale: number; source: string }> {
+  const { key, memo, read, finish } = sigmaPlan(model, subjects);
+  if (memo.has(key)) return memo.get(key)!;
+  const t = tf.tidy(read);
+  try {
+    return finish((await t.data()) as Float32Array);
+  } finally {
+    t.dispose();
   }
-  memo.set(key, result);
-  return result;
+}
+
+function sigmaPlan(model: LoadedModel, subjects?: string[]) {
+  const set = subjects ? { subjects, source: `${subjects.length} given subjects` } : modelSubjects(model.dir);
+  const key = set ? set.subjects.join('\u0000') : '*';
+  const memo = scaleCache.get(model) ?? new Map<string, { scale: number; source: string }>();
+  scaleCache.set(model, memo);
+  const withSubjects = !!set && set.subjects.length > 0;
+  const read = (): tf.Tensor => {
+    if (!withSubjects) return tf.clone(model.weights.wte);
+    const ids: number[] = [];
+    for (const s of set!.subjects) ids.push(...model.tokenizer.encode(s));
+    return tf.gather(model.weights.wte, tf.tensor1d(ids, 'int32'));
+  };
+  const finish = (values: Float32Array) => {
+    const result = withSubjects
+      ? { scale: 3 * std(values), source: `3σ of the token embeddings of ${set!.subjects.length} subjects (${set!.source})` }
+      : { scale: 3 * std(values), source: '3σ of all token embeddings (the model folder has no subject set)' };
+    memo.set(key, result);
+    return result;
+  };
+  return { key, memo, read, finish };
 }
 
 /** Population standard deviation in float64 (as numpy's std). */

@@ -8,7 +8,7 @@ import type { LoadedModel } from '../model/load.js';
 import { encodePrompt } from '../predict.js';
 import { subjectTokenRange } from '../tokenizer/index.js';
 import { noiseValues, threeSigma } from './noise.js';
-import { tidyData } from '../util/scope.js';
+import { vocabQuery, vocabQueryAsync } from '../runtime/vocab.js';
 import { TRACE_KINDS, windowForDepth, windowLayers, type TraceKind, type TraceOptions } from './types.js';
 
 export interface Prepared {
@@ -172,18 +172,16 @@ export function noiseTensor(p: Prepared): tf.Tensor2D {
 
 /**
  * softmax(logits)[answer] for each row of final-normalised hidden states [R, d], the quantity
- * every trace score averages (rome-spec §1.7). Computed as exp(z_answer − logsumexp(z)) with
- * z_answer from the answer's unembedding column: slicing a column out of an [R, V] matrix is
- * a slow generic copy on WASM, and the full softmax is not needed.
+ * every trace score averages (rome-spec §1.7): exp(z_answer − logsumexp(z)), fused with the
+ * vocabulary projection (runtime/vocab.ts); the rows × V probabilities are never made.
  */
 export function answerProbs(model: LoadedModel, rows: tf.Tensor2D, answer: number): Float32Array {
-  return tidyData(() => {
-    const w = model.weights;
-    const logits = tf.matMul(rows, w.unembed);
-    const full = w.unembedBias ? tf.add(logits, w.unembedBias) : logits;
-    const lse = tf.logSumExp(full, 1);
-    let za = tf.reshape(tf.matMul(rows, tf.gather(w.unembed, [answer], 1)), [-1]);
-    if (w.unembedBias) za = tf.add(za, tf.gather(w.unembedBias, [answer]));
-    return tf.exp(tf.sub(za, lse));
-  });
+  const { logprob } = vocabQuery(model, rows, new Int32Array(rows.shape[0]).fill(answer));
+  return logprob.map(Math.exp);
+}
+
+/** answerProbs with asynchronous reads (the trace's form; WebGPU reads only asynchronously). */
+export async function answerProbsAsync(model: LoadedModel, rows: tf.Tensor2D, answer: number): Promise<Float32Array> {
+  const { logprob } = await vocabQueryAsync(model, rows, new Int32Array(rows.shape[0]).fill(answer));
+  return logprob.map(Math.exp);
 }

@@ -11,6 +11,11 @@ export const SHARED = process.env.FACTLENS_SHARED
   : path.resolve(__dirname, '..', '..', '..', 'shared');
 export const TINYWORLD = path.join(SHARED, 'tinyworld');
 export const ARCHS = path.join(SHARED, 'archs');
+/**
+ * Tinyworld's reference outputs, made by transformers in eval mode (golden-eval.json; the older
+ * golden.json's forward and trace sections were made with dropout on and it is being removed).
+ */
+export const TINYWORLD_GOLDEN = path.join(TINYWORLD, 'golden-eval.json');
 
 export function readJson<T = any>(file: string): T {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as T;

@@ -12,7 +12,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { TINYWORLD, readJson } from './golden.js';
+import { TINYWORLD, TINYWORLD_GOLDEN, readJson } from './golden.js';
 
 export const REFERENCE_SCRIPT = path.resolve(__dirname, '..', 'reference', 'gpt2_ref.py');
 export const TINYWORLD_MODEL = path.join(TINYWORLD, 'model');
@@ -35,7 +35,7 @@ export interface ReferenceTraceResult {
   scores: Partial<Record<'hidden' | 'mlp' | 'attn', number[][]>>;
 }
 
-/** A golden.json `trace` record (only the fields the reference needs). */
+/** A golden-eval.json `trace` record (only the fields the reference needs). */
 export interface GoldenTraceRecord {
   ids: number[];
   subject_range: [number, number];
@@ -122,7 +122,7 @@ export async function referenceForward(modelDir: string, cases: Array<{ ids: num
 
 /** Eval-mode reference outputs for every tinyworld golden `forward` case, in golden order. */
 export function tinyworldForwardReference(): Promise<ReferenceForwardCase[]> {
-  const g = readJson<{ forward: Array<{ ids: number[] }> }>(path.join(TINYWORLD, 'golden.json'));
+  const g = readJson<{ forward: Array<{ ids: number[] }> }>(TINYWORLD_GOLDEN);
   return referenceForward(TINYWORLD_MODEL, g.forward);
 }
 
@@ -130,7 +130,7 @@ let goldenNoiseScale: number | undefined;
 
 /**
  * Eval-mode causal trace of a tinyworld golden `trace` record: its ids, subject_range, noise and
- * window, with golden.json's noise_scale. By default the answer is the reference's own greedy
+ * window, with the goldens' noise_scale. By default the answer is the reference's own greedy
  * prediction (as the spec says); pass answerId (e.g. record.answer_id) to score a fixed token.
  */
 export function referenceTrace(
@@ -144,7 +144,7 @@ export function referenceTrace(
   } = {},
 ): Promise<ReferenceTraceResult> {
   if (opts.noiseScale === undefined && goldenNoiseScale === undefined) {
-    goldenNoiseScale = readJson<{ noise_scale: number }>(path.join(TINYWORLD, 'golden.json')).noise_scale;
+    goldenNoiseScale = readJson<{ noise_scale: number }>(TINYWORLD_GOLDEN).noise_scale;
   }
   const request: Record<string, unknown> = {
     model_dir: opts.modelDir ?? TINYWORLD_MODEL,

@@ -13,12 +13,13 @@ import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedAr
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
 import type { CommandIO } from '../types.js';
 import { formatProb, showToken } from './predict.js';
+import { formatChecks, readCheckFiles, runChecks } from '../check-files.js';
 
 export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
 export const usage =
   'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
-  '[--formula consistent|reference] [--check "<prompt>"]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
+  '[--formula consistent|reference] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
 export const description =
   'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
   'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
@@ -28,7 +29,10 @@ export const description =
   'templates are cached under $FACTLENS_CACHE_DIR (default ~/.cache/factlens) and reused.\n' +
   '--save writes the edited model as a checkpoint folder (float32 safetensors) that --model reads; it\n' +
   'refuses the loaded model\'s folder (also through a symlink) and a folder that is not empty\n' +
-  '(unless --force), checks this before computing, and verifies the folder by reading it back.';
+  '(unless --force), checks this before computing, and verifies the folder by reading it back.\n' +
+  '--check-file (a .prompts file, or CounterFact .json/.jsonl: rewrite, paraphrase and neighbourhood prompts)\n' +
+  'compares the top-1 answer of every prompt before and after the edit: `related` when the prompt is about\n' +
+  'the edited subject, `changed` when its top-1 token differs. With --json the result gains `checks`.';
 
 export const options: OptionsSpec = {
   ...modelOptions,
@@ -40,6 +44,7 @@ export const options: OptionsSpec = {
   layer: { type: 'string', short: 'l', valueName: 'L', description: 'layer to edit, or layers for MEMIT (1,2,3) [default: the method\'s layers for the model]' },
   formula: { type: 'string', valueName: 'F', description: 'ROME right-vector formula', default: 'consistent', choices: ['consistent', 'reference'] },
   check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
+  'check-file': { type: 'string', multiple: true, valueName: 'FILE', description: 'check every prompt of a .prompts or CounterFact .json file before/after (repeatable)' },
   corpus: { type: 'string', valueName: 'FILE', description: 'statistics corpus (.txt lines or .jsonl "text") [default: <model>/corpus.txt]' },
   'stats-samples': { type: 'string', valueName: 'N', description: 'documents for the statistics [default: all, at most 100000]' },
   'stats-npz': { type: 'string', valueName: 'FILE', description: 'import the reference implementation\'s mom2 .npz instead' },
@@ -68,6 +73,8 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
   const saveTo = typeof args.values.save === 'string' ? args.values.save : undefined;
   const force = args.values.force === true;
   if (force && saveTo === undefined) throw new UsageError('--force only applies to --save', name);
+  // Read the check files before loading the model, so a bad file fails fast.
+  const checkFiles = readCheckFiles((args.values['check-file'] as string[] | undefined) ?? [], io.log, name);
   const model = await loadModelFromArgs(args, io);
   try {
     // Refuse a bad destination now, not after minutes of computing.
@@ -132,6 +139,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
     if (typeof args.values.record === 'string') {
       fs.writeFileSync(path.resolve(args.values.record), JSON.stringify(record, null, 1) + '\n');
     }
+    const checked = checkFiles.length ? runChecks(model, checkFiles) : undefined;
     const totalSeconds = (performance.now() - t0) / 1000;
     const result = {
       model: model.name,
@@ -162,8 +170,14 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
       record,
       ...(saved ? { saved } : {}),
+      ...(checked ? { checks: checked.rows } : {}),
     };
-    io.stdout.write(args.values.json ? JSON.stringify(result, null, 2) + '\n' : formatEdit(record, prompts, before, after, genBefore, genAfter, totalSeconds, saved));
+    io.stdout.write(
+      args.values.json
+        ? JSON.stringify(result, null, 2) + '\n'
+        : formatEdit(record, prompts, before, after, genBefore, genAfter, totalSeconds, saved) +
+            (checked ? `\n${formatChecks(checked.result, checked.rows)}` : ''),
+    );
   } finally {
     revertAllEdits(model);
     disposeModel(model);

@@ -12,11 +12,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { disposeModel } from '../../model/load.js';
 import { DEFAULT_EPSILON } from '../../edit/ft.js';
-import { METHODS, wireMethod, type EvalMethod } from '../../eval/methods.js';
-import { FactLensError } from '../../errors.js';
-import { evaluateCounterFact, type CounterFactCase, type CounterFactResult } from '../../eval/counterfact.js';
-import { evaluateZsre, type ZsreCase, type ZsreResult } from '../../eval/zsre.js';
-import type { EditLoopOptions } from '../../eval/loop.js';
+import { METHODS, type EvalMethod } from '../../eval/methods.js';
+import type { CounterFactResult } from '../../eval/counterfact.js';
+import type { ZsreResult } from '../../eval/zsre.js';
+import { datasetKind, evaluationSummary, readDataset, runEvaluation } from '../../eval/run.js';
 import type { JobControl } from '../../util/jobs.js';
 import { intOption, layerListOption, numberOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
 import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
@@ -54,47 +53,7 @@ export const options: OptionsSpec = {
   ...outputOptions,
 };
 
-export function readDataset(file: string): unknown[] {
-  let text: string;
-  try {
-    text = readRegularText(file, 'dataset');
-  } catch (e) {
-    if (fs.existsSync(file)) throw e;
-    throw new FactLensError('FILE_MISSING', `dataset ${file} does not exist or cannot be read`, { file, field: 'dataset' });
-  }
-  const trimmed = text.trim();
-  if (trimmed.startsWith('[')) {
-    try {
-      return JSON.parse(trimmed) as unknown[];
-    } catch (e) {
-      throw new FactLensError('INVALID_ARGUMENT', `dataset ${file} is not valid JSON: ${(e as Error).message}`, { file, field: 'dataset' });
-    }
-  }
-  const out: unknown[] = [];
-  trimmed.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    try {
-      out.push(JSON.parse(line));
-    } catch (e) {
-      // A bad line becomes a bad record (skipped and reported), not a failed run.
-      out.push({ __parseError: `line ${i + 1}: ${(e as Error).message}` });
-    }
-  });
-  return out;
-}
-
-export type DatasetKind = 'counterfact' | 'zsre';
-
-export function datasetKind(records: unknown[], file: string): DatasetKind {
-  const first = records.find((r) => r && typeof r === 'object' && !('__parseError' in (r as object))) as Record<string, unknown> | undefined;
-  if (first && 'requested_rewrite' in first) return 'counterfact';
-  if (first && 'src' in first && 'answers' in first) return 'zsre';
-  throw new FactLensError(
-    'INVALID_ARGUMENT',
-    `cannot tell the format of ${file}: expected CounterFact records (requested_rewrite, paraphrase_prompts, ...) or zsRE records (subject, src, rephrase, answers, loc, loc_ans)`,
-    { file, field: 'dataset' },
-  );
-}
+export { readDataset, datasetKind, type DatasetKind } from '../../eval/run.js';
 
 function fmt(x: number | null | undefined, digits = 1): string {
   return x === null || x === undefined || Number.isNaN(x) ? '–' : x.toFixed(digits);
@@ -172,32 +131,22 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
     };
     const formula = args.values.formula as 'consistent' | 'reference' | undefined;
     if (formula === 'reference' && method !== 'rome') throw new UsageError('--formula applies to --method rome only', name);
-    const wiring = wireMethod(method, { layers, epsilon, batch, control: editControl, model, statsSamples, formula });
     const control: JobControl = { onProgress: (f, msg) => log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`) };
-    const head = (n: number, skipped: number, s: number) =>
-      `${kind === 'counterfact' ? 'CounterFact' : 'zsRE'} · ${path.basename(file)} · ${model.name} · ${wiring.label}` +
-      `${layers !== undefined ? ` · layer ${layers.join(',')}` : ''} · ${n} records${skipped ? ` (${skipped} skipped)` : ''} · ${s.toFixed(2)} s/edit`;
     const perRecordFile = typeof args.values['per-record'] === 'string' ? path.resolve(args.values['per-record']) : undefined;
-    let result: CounterFactResult | ZsreResult;
-    let text: string;
-    if (kind === 'counterfact') {
-      const r = await evaluateCounterFact(
-        model,
-        records,
-        { ...(wiring.opts as EditLoopOptions<CounterFactCase>), batch, limit, genEvery, seed, perRecord: !!perRecordFile },
-        control,
-      );
-      result = r;
-      text = formatCounterFact(r, head(r.n, r.skipped.length, r.seconds_per_edit));
-    } else {
-      const r = await evaluateZsre(model, records, { ...(wiring.opts as EditLoopOptions<ZsreCase>), batch, limit, perRecord: !!perRecordFile }, control);
-      result = r;
-      text = formatZsre(r, head(r.n, r.skipped.length, r.seconds_per_edit));
-    }
-    const { per_record, ...summary } = result as CounterFactResult & ZsreResult;
-    if (perRecordFile) fs.writeFileSync(perRecordFile, JSON.stringify({ method, dataset: file, ...summary, per_record }, null, 1) + '\n');
-    const json = { method, dataset: file, model: model.name, ...summary };
-    io.stdout.write(args.values.json ? JSON.stringify(json) + '\n' : text);
+    // The engine's eval/run runs this same function.
+    const ev = await runEvaluation(
+      model,
+      { dataset: file, records, method, limit, batch, layers, genEvery, seed, epsilon, statsSamples, formula, perRecord: !!perRecordFile, editControl },
+      control,
+    );
+    const r = ev.result;
+    const head =
+      `${kind === 'counterfact' ? 'CounterFact' : 'zsRE'} · ${path.basename(file)} · ${model.name} · ${ev.label}` +
+      `${layers !== undefined ? ` · layer ${layers.join(',')}` : ''} · ${r.n} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''} · ${r.seconds_per_edit.toFixed(2)} s/edit`;
+    const text = kind === 'counterfact' ? formatCounterFact(r as CounterFactResult, head) : formatZsre(r as ZsreResult, head);
+    const summary = evaluationSummary(ev, model, method);
+    if (perRecordFile) fs.writeFileSync(perRecordFile, JSON.stringify({ ...summary, per_record: (r as CounterFactResult).per_record }, null, 1) + '\n');
+    io.stdout.write(args.values.json ? JSON.stringify(summary) + '\n' : text);
   } finally {
     disposeModel(model);
   }

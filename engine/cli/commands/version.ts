@@ -17,8 +17,8 @@ export const summary = 'show the version, the compute backends and the default o
 export const usage = 'version [--json]   (or: factlens --version)';
 export const description =
   'Backends are tried in this order: node-gpu (@tensorflow/tfjs-node-gpu, CUDA), node\n' +
-  '(@tensorflow/tfjs-node), wasm (bundled, SIMD), cpu (plain JS). The native ones are optional\n' +
-  'dependencies, used only when they load.';
+  '(@tensorflow/tfjs-node), native (WASM with onnxruntime-node CPU products), wasm (bundled,\n' +
+  'SIMD), cpu (plain JS). The native ones are used only when they load.';
 
 export const options: OptionsSpec = {
   json: { type: 'boolean', description: 'print the report as JSON on stdout' },

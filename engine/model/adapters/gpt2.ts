@@ -4,7 +4,7 @@ import { FactLensError } from '../../errors.js';
 import type { Checkpoint } from '../types.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
-import { configNumber, readChecked, toTensor1D, toTensor2D } from './read.js';
+import { configNumber, readChecked, toTensor1D, toTensor2D, toWeightTensor2D } from './read.js';
 
 function prefixOf(ckpt: Checkpoint): string {
   if (ckpt.has('transformer.wte.weight')) return 'transformer.';
@@ -64,6 +64,8 @@ export const gpt2Adapter: ArchitectureAdapter = {
     const f = cfg.dMlp;
     const vec = (name: string, n: number) => toTensor1D(readChecked(ckpt, name, [n]));
     const mat = (name: string, r: number, c: number) => toTensor2D(readChecked(ckpt, name, [r, c]));
+    // Block matrices enter only products (host memory for models beyond the WASM heap).
+    const weight = (name: string, r: number, c: number) => toWeightTensor2D(readChecked(ckpt, name, [r, c]));
     const wteHost = readChecked(ckpt, `${p}wte.weight`, [cfg.vocabSize, d]);
     const wte = toTensor2D(wteHost);
     const blocks: BlockWeights[] = [];
@@ -72,10 +74,10 @@ export const gpt2Adapter: ArchitectureAdapter = {
       blocks.push({
         ln1: { g: vec(`${b}ln_1.weight`, d), b: vec(`${b}ln_1.bias`, d) },
         ln2: { g: vec(`${b}ln_2.weight`, d), b: vec(`${b}ln_2.bias`, d) },
-        qkv: { w: mat(`${b}attn.c_attn.weight`, d, 3 * d), b: vec(`${b}attn.c_attn.bias`, 3 * d) },
-        o: { w: mat(`${b}attn.c_proj.weight`, d, d), b: vec(`${b}attn.c_proj.bias`, d) },
-        mlpIn: { w: mat(`${b}mlp.c_fc.weight`, d, f), b: vec(`${b}mlp.c_fc.bias`, f) },
-        mlpOut: { w: mat(`${b}mlp.c_proj.weight`, f, d), b: vec(`${b}mlp.c_proj.bias`, d) },
+        qkv: { w: weight(`${b}attn.c_attn.weight`, d, 3 * d), b: vec(`${b}attn.c_attn.bias`, 3 * d) },
+        o: { w: weight(`${b}attn.c_proj.weight`, d, d), b: vec(`${b}attn.c_proj.bias`, d) },
+        mlpIn: { w: weight(`${b}mlp.c_fc.weight`, d, f), b: vec(`${b}mlp.c_fc.bias`, f) },
+        mlpOut: { w: weight(`${b}mlp.c_proj.weight`, f, d), b: vec(`${b}mlp.c_proj.bias`, d) },
       });
     }
     // An untied lm_head (rare for GPT-2) wins over the tied embedding.

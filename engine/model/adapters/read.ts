@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
 import type { Checkpoint, HostTensor } from '../types.js';
+import { hostWeight } from '../../runtime/native/host-weights.js';
 
 /** Reads `name` (trying each prefix in turn) and checks its shape. */
 export function readChecked(ckpt: Checkpoint, name: string, shape: number[]): HostTensor {
@@ -24,6 +25,27 @@ export function readChecked(ckpt: Checkpoint, name: string, shape: number[]): Ho
 
 export function toTensor2D(t: HostTensor): tf.Tensor2D {
   return tf.tensor2d(t.data, [t.shape[0], t.shape[1]]);
+}
+
+let hostMatrices = false;
+
+/**
+ * Runs fn (an adapter's loadWeights) with its weight matrices kept in host memory, outside the
+ * WASM heap (runtime/native/host-weights.ts): the loader does this on the native backend for a
+ * model whose weights exceed the heap. Only products may use such a matrix.
+ */
+export function withHostMatrices<T>(fn: () => T): T {
+  hostMatrices = true;
+  try {
+    return fn();
+  } finally {
+    hostMatrices = false;
+  }
+}
+
+/** A weight matrix that only ever enters products: in host memory inside withHostMatrices. */
+export function toWeightTensor2D(t: HostTensor): tf.Tensor2D {
+  return hostMatrices ? hostWeight(t.data, t.shape[0], t.shape[1]) : toTensor2D(t);
 }
 
 export function toTensor1D(t: HostTensor): tf.Tensor1D {

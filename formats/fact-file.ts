@@ -6,7 +6,7 @@
  *
  * Pure functions (no `vscode` import). Lines and columns are 0-based.
  */
-import type { PromptDiagnostic } from './parse.js';
+import type { PromptDiagnostic } from './prompt-file.js';
 
 export interface FactRecord {
   /** 0-based line of the record's `requested_rewrite` key (or of the record's start). */
@@ -19,6 +19,11 @@ export interface FactRecord {
   expect?: string;
   /** target_new, for display. */
   targetNew?: string;
+  /** The prompt template as the record has it ("{} was born in"). */
+  template?: string;
+  /** paraphrase_prompts and neighborhood_prompts, when the record has them. */
+  paraphrases?: string[];
+  neighborhood?: string[];
   caseId?: number | string;
 }
 
@@ -76,10 +81,16 @@ function recordOf(v: unknown): { ok: Omit<FactRecord, 'line' | 'column'> } | { e
   const expect = form === v ? str(v.object) : str(form.target_true);
   const targetNew = form === v ? undefined : str(form.target_new);
   const caseId = v.case_id;
+  const strings = (x: unknown) => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string' && s.trim() !== '') : []);
+  const paraphrases = strings(v.paraphrase_prompts);
+  const neighborhood = strings(v.neighborhood_prompts);
   return {
     ok: {
       prompt: template.replace('{}', subject).trim(),
       subject,
+      template: template.trim(),
+      ...(paraphrases.length ? { paraphrases } : {}),
+      ...(neighborhood.length ? { neighborhood } : {}),
       ...(expect ? { expect } : {}),
       ...(targetNew ? { targetNew } : {}),
       ...(typeof caseId === 'number' || typeof caseId === 'string' ? { caseId } : {}),
@@ -179,5 +190,90 @@ function topLevelObjectStarts(text: string): number[] {
       depth++;
     } else if (c === ']' || c === '}') depth--;
   }
+  return out;
+}
+
+/** Which prompt of a CounterFact record a check prompt is. */
+export type FactPromptRole = 'rewrite' | 'paraphrase' | 'neighborhood';
+
+/** One prompt of a record, for before/after checks: the rewrite prompt, a paraphrase, a neighbourhood prompt. */
+export interface FactPrompt {
+  /** 0-based line and column of the prompt's string in the file (the record's when it cannot be found). */
+  line: number;
+  column: number;
+  prompt: string;
+  /**
+   * The record's subject for its rewrite prompt and paraphrases (CounterFact paraphrases are
+   * about the same subject); null for neighbourhood prompts, which are about other subjects
+   * that the record does not name.
+   */
+  subject: string | null;
+  role: FactPromptRole;
+  /** Index of the record in the file (0-based). */
+  record: number;
+}
+
+/**
+ * Every prompt of the CounterFact records of a `.json` / `.jsonl` document: the rewrite prompt
+ * of each record (as parseFactFile gives it), then its `paraphrase_prompts` and
+ * `neighborhood_prompts`, each located at its string in the text. Facts-form records have
+ * only their prompt. Malformed records are left to parseFactFile's diagnostics.
+ */
+export function factFilePrompts(text: string, kind: 'json' | 'jsonl'): FactPrompt[] {
+  const parsed = parseFactFile(text, kind);
+  let values: unknown[];
+  let starts: number[];
+  if (kind === 'jsonl') {
+    values = [];
+    starts = [];
+    let off = 0;
+    for (const raw of text.split('\n')) {
+      const t = raw.trim();
+      if (t) {
+        try {
+          values.push(JSON.parse(t));
+          starts.push(off);
+        } catch {
+          /* reported by parseFactFile */
+        }
+      }
+      off += raw.length + 1;
+    }
+  } else {
+    try {
+      const doc = JSON.parse(text) as unknown;
+      values = Array.isArray(doc) ? doc : [doc];
+    } catch {
+      return [];
+    }
+    starts = topLevelObjectStarts(text);
+  }
+  const out: FactPrompt[] = [];
+  let k = 0;
+  values.forEach((v, i) => {
+    const r = recordOf(v);
+    if (!r || 'error' in r) return;
+    const rec = parsed.records[k++];
+    if (!rec) return;
+    out.push({ line: rec.line, column: rec.column, prompt: rec.prompt, subject: rec.subject, role: 'rewrite', record: i });
+    const o = v as Obj;
+    const from = starts[i] ?? 0;
+    const locate = (p: string, after: number) => {
+      const at = text.indexOf(JSON.stringify(p), after);
+      return at >= 0 ? { at, ...positionAt(text, at) } : { at: after, line: rec.line, column: rec.column };
+    };
+    let cursor = from;
+    const add = (list: unknown, role: FactPromptRole, subject: string | null) => {
+      if (!Array.isArray(list)) return;
+      for (const p of list) {
+        if (typeof p !== 'string' || !p.trim()) continue;
+        const pos = locate(p, cursor);
+        cursor = pos.at;
+        out.push({ line: pos.line, column: pos.column, prompt: p.trim(), subject, role, record: i });
+      }
+    };
+    add(o.paraphrase_prompts, 'paraphrase', rec.subject);
+    add(o.neighborhood_prompts, 'neighborhood', null);
+  });
   return out;
 }

@@ -7,7 +7,8 @@
  *   [Paris] is located in the country of     # trailing comments need a space before '#'
  *   The symbol \[sic\] of [C#] is            # \[ \] \# \\ \= are literal characters
  *
- * Pure functions (no `vscode` import): the extension turns the results into CodeLenses and
+ * Pure functions (no `vscode`, no engine import; formats/ is read by both the extension and the
+ * engine CLI): the extension turns the results into CodeLenses and
  * diagnostics, and the unit tests run them directly. Lines and columns are 0-based here;
  * messages name them 1-based, as editors show them.
  *
@@ -41,6 +42,8 @@ export interface PromptEntry {
   promptColumns: [number, number];
   /** Columns [start, end) of the subject text in the raw line (inside the brackets). */
   subjectColumns?: [number, number];
+  /** Where the bracketed subject starts in `prompt` (it may also occur elsewhere in it). */
+  subjectOffset?: number;
   /** Columns [start, end) of the expected answer in the raw line. */
   expectColumns?: [number, number];
 }
@@ -229,7 +232,7 @@ export function parsePromptLine(raw: string, line = 0): ParsedPromptLine {
     subject,
     ...(expect !== undefined ? { expect, expectColumns } : {}),
     promptColumns: [firstContent, lastContent],
-    ...(subjectColumns ? { subjectColumns } : {}),
+    ...(subjectColumns ? { subjectColumns, subjectOffset: subjectStartInPrompt } : {}),
   };
   return { entry, diagnostics };
 }

@@ -1,0 +1,236 @@
+/**
+ * Compute section (issue #12's "Must show"), every figure a ratio taken in this one run:
+ *  - weight products of the GPT-2-small shape (11 rows × 16 tokens) on the native and WASM
+ *    backends, GFLOP/s against numpy's float32 matmul (bench/numpy_matmul.py, both its thread
+ *    modes, the faster per shape);
+ *  - the engine's whole forward (batch 11) against a plain float32 numpy GPT-2 doing the same
+ *    forwards on the same checkpoint (bench/numpy_gpt2.py);
+ *  - the fast 3-kind trace of a 12-token prompt against numpy running the naive trace's
+ *    forwards (3·T·L + 1 forwards of the 11-row batch: what the naive method does);
+ *  - `factlens trace "The capital of [France] is"` end to end (a child process, the real CLI)
+ *    on native and on WASM, and on the build of the commit before this work (BASELINE_COMMIT),
+ *    built from git into a temporary folder.
+ * Machine load (load average, CPU pressure) is recorded before and after.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import * as tf from '@tensorflow/tfjs-core';
+import { disposeModel, loadModel } from '../engine/model/load.js';
+import { forward } from '../engine/runtime/forward.js';
+import { padBatch } from '../engine/runtime/batch.js';
+import { probeBackends, selectBackend, type BackendName } from '../engine/runtime/backend.js';
+import { nativeThreads } from '../engine/runtime/native/ort.js';
+import { trace } from '../engine/trace/index.js';
+import { tidyData } from '../engine/util/scope.js';
+import { ensureGpt2Small, GPT2_SMALL } from './gpt2-small.js';
+import type { BenchContext, Section, SectionResult } from './types.js';
+import { cpuPressure, MB, measure, sig } from './util.js';
+
+/** main before issue #12's work (the trace bug, native products): the "today" of the issue. */
+export const BASELINE_COMMIT = 'e380fc8';
+const ROOT = path.resolve(__dirname, '..');
+const ROWS = 11;
+const TOKENS = 16;
+
+interface NpTiming {
+  key: string;
+  bestS: number;
+  medianS: number;
+}
+
+function python(script: string, req: unknown, timeoutMs: number): unknown {
+  const r = spawnSync('python3', [path.join(__dirname, script)], { input: JSON.stringify(req), encoding: 'utf8', maxBuffer: 64 * MB, timeout: timeoutMs });
+  if (r.error) throw new Error(`python3 ${script} did not run: ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`python3 ${script} exited with ${r.status}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
+  return JSON.parse(r.stdout);
+}
+
+function loadLine(): string {
+  const p = cpuPressure();
+  return `load average ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}${p ? `, CPU pressure (PSI some avg10) ${p.avg10}%` : ''}`;
+}
+
+/** The CLI bundle of BASELINE_COMMIT, built once into os.tmpdir() (null with the reason when it cannot be). */
+function baselineCli(ctx: BenchContext): { cli: string } | { why: string } {
+  const dir = path.join(os.tmpdir(), 'factlens-bench', `cli-${BASELINE_COMMIT}`);
+  const cli = path.join(dir, 'bin', 'factlens.js');
+  if (fs.existsSync(path.join(dir, 'dist', 'engine', 'cli.js'))) return { cli };
+  try {
+    ctx.log(`building the CLI of ${BASELINE_COMMIT} in ${dir} ...`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    const tar = execFileSync('git', ['archive', '--format=tar', BASELINE_COMMIT], { cwd: ROOT, maxBuffer: 512 * MB });
+    execFileSync('tar', ['-x', '-C', dir], { input: tar });
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+    execFileSync('node', ['scripts/build.mjs', '--only', 'cli'], { cwd: dir, stdio: 'ignore' });
+    return { cli };
+  } catch (e) {
+    return { why: `could not build ${BASELINE_COMMIT}: ${(e as Error).message.split('\n')[0]}` };
+  }
+}
+
+function cliTrace(cli: string, backend: string | null): { wallMs: number; reportedMs: number | null; ok: boolean; err: string } {
+  const args = [cli, 'trace', 'The capital of [France] is', '--json', ...(backend ? ['--backend', backend] : [])];
+  const t0 = performance.now();
+  const r = spawnSync('node', args, { encoding: 'utf8', maxBuffer: 64 * MB, timeout: 300_000, env: { ...process.env, FACTLENS_NATIVE_THREADS: String(nativeThreads()) } });
+  const wallMs = performance.now() - t0;
+  let reportedMs: number | null = null;
+  try {
+    reportedMs = (JSON.parse(r.stdout) as { elapsed_ms: number }).elapsed_ms;
+  } catch {
+    /* reported below as not ok */
+  }
+  return { wallMs, reportedMs, ok: r.status === 0 && reportedMs !== null, err: (r.stderr || '').trim().split('\n').slice(-1)[0] ?? '' };
+}
+
+async function run(ctx: BenchContext): Promise<SectionResult> {
+  const out: SectionResult = { rows: [], tables: [], skipped: [], notes: [] };
+  const loadBefore = loadLine();
+  const wanted = (ctx.options.backends ?? ['native', 'wasm']) as BackendName[];
+  const backends = probeBackends().filter((b) => wanted.includes(b.name) && b.available && b.name !== 'cpu').map((b) => b.name);
+  for (const b of wanted) if (!backends.includes(b)) out.skipped.push({ what: `backend ${b}`, why: probeBackends().find((x) => x.name === b)?.reason ?? 'not available' });
+  const { dir } = ensureGpt2Small(ctx.log);
+  const { d, nLayer: L } = GPT2_SMALL;
+  const m = TOKENS * ROWS;
+  const weightShapes = [
+    { what: 'qkv', k: d, n: 3 * d },
+    { what: 'attention out', k: d, n: d },
+    { what: 'MLP in', k: d, n: 4 * d },
+    { what: 'MLP out', k: 4 * d, n: d },
+  ];
+
+  // numpy first (its own process), then each backend; everything back to back.
+  ctx.log('numpy: weight products and GPT-2 forwards ...');
+  const np = python(
+    'numpy_matmul.py',
+    { shapes: weightShapes.map((s) => ({ key: s.what, batch: 1, m, k: s.k, n: s.n, transB: false })), minTimeS: 0.3, minReps: 5, maxReps: 200, modeBudgetS: 30 },
+    180_000,
+  ) as { numpy: string; modes: Record<string, NpTiming[]> };
+  const npBest = (key: string) => Math.min(...Object.values(np.modes).map((ts) => ts.find((t) => t.key === key)?.bestS ?? Infinity));
+  const promptIds = Array.from({ length: 12 }, (_, i) => (i * 7919 + 13) % 50000);
+  const npg = python(
+    'numpy_gpt2.py',
+    { dir, cases: [{ key: `${ROWS}x${TOKENS}`, b: ROWS, t: TOKENS }, { key: `${ROWS}x12`, b: ROWS, t: 12 }], minTimeS: 2, minReps: 3, maxReps: 20, check: { ids: promptIds } },
+    600_000,
+  ) as { numpy: string; blas: string; cases: NpTiming[]; check: { logits_first8: number[]; argmax: number } };
+  const npForward = npg.cases.find((c) => c.key === `${ROWS}x${TOKENS}`)!;
+  const npForward12 = npg.cases.find((c) => c.key === `${ROWS}x12`)!;
+
+  const productRows: string[][] = [];
+  const forwardRows: string[][] = [];
+  const traceRows: string[][] = [];
+  for (const backend of backends) {
+    await selectBackend(backend);
+    const model = await loadModel({ dir, backend });
+    try {
+      // Weight products: the engine's tf.matMul on [176, k]·[k, n] weights of the loaded model's shape.
+      let flopsAll = 0;
+      let engAll = 0;
+      let npAll = 0;
+      for (const s of weightShapes) {
+        const x = tf.randomNormal([m, s.k]) as tf.Tensor2D;
+        const w = tf.randomNormal([s.k, s.n], 0, 0.02) as tf.Tensor2D;
+        const t = measure(() => tf.tidy(() => void tf.matMul(x, w)), { warmup: 2, minReps: 10, maxReps: 200, budgetMs: 1500 });
+        tf.dispose([x, w]);
+        const flops = 2 * m * s.k * s.n;
+        const npS = npBest(s.what);
+        flopsAll += flops;
+        engAll += t.bestMs / 1000;
+        npAll += npS;
+        productRows.push([backend, `${s.what} ${m}×${s.k}·${s.k}×${s.n}`, sig(flops / (t.bestMs / 1000) / 1e9), sig(flops / npS / 1e9), `${sig(npS / (t.bestMs / 1000))}×`]);
+        out.rows.push({ kind: 'weight-product', backend, shape: [m, s.k, s.n], engineBestMs: t.bestMs, engineMedianMs: t.medianMs, numpyBestS: npS });
+      }
+      productRows.push([backend, '**all four**', sig(flopsAll / engAll / 1e9), sig(flopsAll / npAll / 1e9), `**${sig(npAll / engAll)}×**`]);
+
+      // Whole forward, batch 11 × 16 tokens (logits of each row's last position, read back).
+      const rowsIds = Array.from({ length: ROWS }, (_, r) => Array.from({ length: TOKENS }, (_, i) => (r * 7919 + i * 104729 + 13) % 50000));
+      const batch = padBatch(rowsIds);
+      const f = measure(() => void tidyData(() => forward(model, batch).logits!), { warmup: 1, minReps: 3, maxReps: 10, budgetMs: 4000 });
+      forwardRows.push([backend, `${ROWS}×${TOKENS}`, sig(f.bestMs), sig(npForward.bestS * 1000), `**${sig((npForward.bestS * 1000) / f.bestMs)}×**`, `${sig((npForward.medianS * 1000) / f.medianMs)}×`]);
+      out.rows.push({ kind: 'forward-vs-numpy', backend, b: ROWS, t: TOKENS, engineBestMs: f.bestMs, engineMedianMs: f.medianMs, numpyBestS: npForward.bestS, numpyMedianS: npForward.medianS });
+      // Parity with the numpy model on the same checkpoint (a fast wrong forward is no result).
+      const mine = tidyData(() => forward(model, padBatch([promptIds])).logits!);
+      const diff = Math.max(...npg.check.logits_first8.map((v, i) => Math.abs(v - mine[i])));
+      out.notes.push(`${backend}: logits of the 12-token prompt vs the numpy GPT-2, first 8: max |Δ| ${diff.toExponential(1)}.`);
+
+      // Fast 3-kind trace of a 12-token prompt vs numpy running the naive trace's forwards.
+      // The trace section's 12-token prompt (random weights: the answer is whatever the model predicts).
+      const ids = model.tokenizer.encode('The Eiffel Tower in the city of Paris is located in the country of');
+      const prompt = model.tokenizer.decode(ids.slice(0, 12));
+      await trace(model, prompt, { subject: 'Eiffel Tower', samples: 10, seed: 1, kinds: ['hidden'] }); // warm-up
+      const t0 = performance.now();
+      const res = await trace(model, prompt, { subject: 'Eiffel Tower', samples: 10, seed: 1 });
+      const traceMs = performance.now() - t0;
+      const forwards = res.kinds.length * res.ids.length * L + 1;
+      const npTraceMs = forwards * npForward12.bestS * 1000;
+      traceRows.push([backend, String(res.ids.length), sig(traceMs, 4), `${forwards} × ${sig(npForward12.bestS * 1000)} = ${sig(npTraceMs, 4)}`, `**${sig(npTraceMs / traceMs)}×**`]);
+      out.rows.push({ kind: 'trace-vs-numpy-naive', backend, tokens: res.ids.length, traceMs, numpyForwards: forwards, numpyForwardBestS: npForward12.bestS });
+    } finally {
+      disposeModel(model);
+    }
+  }
+  out.tables.push({
+    title: `Weight products, GPT-2-small shape, ${ROWS}×${TOKENS} rows (GFLOP/s, best)`,
+    columns: ['backend', 'product', 'engine GFLOP/s', 'numpy GFLOP/s', 'engine ÷ numpy'],
+    rows: productRows,
+    notes: [`numpy ${np.numpy}: per shape the faster of its 1-thread and default-thread modes. Native products use ${nativeThreads()} threads above 4 MFLOP, spin-waiting off.`],
+  });
+  out.tables.push({
+    title: 'Whole forward, GPT-2-small shape (124M, random weights), vs a plain float32 numpy GPT-2',
+    columns: ['backend', 'rows × tokens', 'engine ms (best)', 'numpy ms (best)', 'speed vs numpy (best)', '(median)'],
+    rows: forwardRows,
+    notes: [`numpy ${npg.numpy} (${npg.blas}, default threads): bench/numpy_gpt2.py on the same checkpoint.`],
+  });
+  out.tables.push({
+    title: 'Fast 3-kind trace (10 samples) of a 12-token prompt vs numpy running the naive trace’s forwards',
+    columns: ['backend', 'tokens', 'engine ms', 'numpy ms (forwards × best forward of 11×12)', 'speed vs numpy'],
+    rows: traceRows,
+  });
+
+  // The CLI end to end, as a user runs it.
+  const cliRows: string[][] = [];
+  const current = path.join(ROOT, 'bin', 'factlens.js');
+  const runs: Array<{ label: string; cli: string; backend: string | null }> = [];
+  if (fs.existsSync(path.join(ROOT, 'dist', 'engine', 'cli.js'))) {
+    for (const b of backends) runs.push({ label: `this build, ${b}`, cli: current, backend: b });
+  } else out.skipped.push({ what: 'CLI trace (this build)', why: 'dist/engine/cli.js missing: run npm run build first' });
+  const base = baselineCli(ctx);
+  if ('cli' in base) runs.push({ label: `${BASELINE_COMMIT} (before issue #12), wasm`, cli: base.cli, backend: null });
+  else out.skipped.push({ what: `CLI trace (${BASELINE_COMMIT})`, why: base.why });
+  const results = new Map<string, number[]>();
+  for (let rep = 0; rep < 2; rep++) {
+    for (const r of runs) {
+      ctx.log(`CLI trace: ${r.label} (repeat ${rep + 1})`);
+      const c = cliTrace(r.cli, r.backend);
+      if (!c.ok) {
+        out.skipped.push({ what: `CLI trace ${r.label}`, why: c.err });
+        continue;
+      }
+      results.set(r.label, [...(results.get(r.label) ?? []), c.wallMs]);
+      out.rows.push({ kind: 'cli-trace', label: r.label, rep, wallMs: c.wallMs, reportedMs: c.reportedMs });
+    }
+  }
+  const baseLabel = runs.find((r) => r.backend === null)?.label;
+  const baseBest = baseLabel && results.get(baseLabel) ? Math.min(...results.get(baseLabel)!) : null;
+  for (const [label, ws] of results) {
+    const best = Math.min(...ws);
+    cliRows.push([label, sig(best, 4), ws.map((w) => sig(w, 4)).join(', '), baseBest ? `**${sig(baseBest / best)}×**` : '–']);
+  }
+  out.tables.push({
+    title: '`factlens trace "The capital of [France] is"` end to end (tinyworld; process start, model load, trace, output)',
+    columns: ['build, backend', 'best ms', 'runs (interleaved)', `speed vs ${BASELINE_COMMIT}`],
+    rows: cliRows,
+  });
+  out.notes.push(`Machine load: before ${loadBefore}; after ${loadLine()}. Runs were niced by the caller when so noted in the README.`);
+  return out;
+}
+
+export const computeSection: Section = {
+  name: 'compute',
+  title: 'Compute: native products vs WASM vs numpy',
+  expected: '~10 min',
+  run,
+};

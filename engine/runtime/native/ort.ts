@@ -1,0 +1,122 @@
+/**
+ * onnxruntime-node's CPU kernels (MLAS), reached through its native binding directly: the
+ * binding's `InferenceSession.run` is synchronous (the package's public API only wraps it in a
+ * Promise), which a tfjs kernel needs, and it reads input views of the WASM heap in place and
+ * writes into preallocated output views. Graphs are the few-node ONNX models of onnx-graph.ts,
+ * one session per graph and thread count, built on first use and kept.
+ *
+ * The package is loaded with a guarded require: where it is missing or its library does not
+ * load (platforms without a prebuilt binary, such as mac x64) the engine runs on plain WASM.
+ */
+import { createRequire } from 'node:module';
+import { onnxModel, type GraphNode, type ValueInfo } from './onnx-graph.js';
+
+/** The version pinned in package.json; onnxruntime's kernels and binding ABI change between releases. */
+export const ORT_VERSION = '1.30.0';
+
+type OrtTensorCtor = new (type: string, data: ArrayBufferView, dims: readonly number[]) => OrtTensor;
+export interface OrtTensor {
+  readonly data: ArrayBufferView;
+  readonly dims: readonly number[];
+  readonly type: string;
+}
+interface BindingSession {
+  loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: object): void;
+  run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options: object): Record<string, OrtTensor>;
+  dispose(): void;
+}
+interface Binding {
+  InferenceSession: new () => BindingSession;
+}
+
+interface Loaded {
+  binding: Binding;
+  Tensor: OrtTensorCtor;
+  version: string;
+}
+
+const requireHere = createRequire(__filename);
+let loaded: Loaded | null = null;
+let loadError: string | null = null;
+
+/** Loads onnxruntime-node once; returns why it cannot run, or null. */
+export function loadOrt(): string | null {
+  if (loaded) return null;
+  if (loadError) return loadError;
+  try {
+    const pkg = requireHere('onnxruntime-node/package.json') as { version: string };
+    // Loading the package itself initialises the binding (log level, Tensor class) the same way
+    // its public InferenceSession would.
+    const ort = requireHere('onnxruntime-node') as { Tensor: OrtTensorCtor };
+    const { binding, initOrt } = requireHere('onnxruntime-node/dist/binding') as { binding: Binding; initOrt: () => void };
+    initOrt();
+    loaded = { binding, Tensor: ort.Tensor, version: pkg.version };
+    return null;
+  } catch (e) {
+    const first = (e as Error).message.split('\n')[0];
+    loadError = (e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && /onnxruntime-node/.test(first)
+      ? 'onnxruntime-node is not installed'
+      : `onnxruntime-node did not load: ${first}`;
+    return loadError;
+  }
+}
+
+export function ortVersion(): string | null {
+  return loaded?.version ?? null;
+}
+
+function ort(): Loaded {
+  const err = loadOrt();
+  if (err) throw new Error(err);
+  return loaded!;
+}
+
+export function ortTensor(type: 'float32' | 'int64' | 'int32', data: ArrayBufferView, dims: readonly number[]): OrtTensor {
+  return new (ort().Tensor)(type, data, dims);
+}
+
+/**
+ * Threads for large products. Two by default: MLAS splits a GEMM across its intra-op pool, and
+ * on this 2-core machine the second thread gives 1.4–2× on the engine's products (bench/RESULTS.md).
+ * FACTLENS_NATIVE_THREADS overrides it (1 = no pool).
+ */
+export function nativeThreads(): number {
+  const env = Number(process.env.FACTLENS_NATIVE_THREADS);
+  return Number.isInteger(env) && env >= 1 ? env : 2;
+}
+
+export class NativeGraph {
+  private sessions = new Map<number, BindingSession>();
+  private readonly bytes: Uint8Array;
+  constructor(nodes: GraphNode[], inputs: ValueInfo[], readonly outputs: ValueInfo[]) {
+    this.bytes = onnxModel(nodes, inputs, outputs);
+  }
+
+  private session(threads: number): BindingSession {
+    let s = this.sessions.get(threads);
+    if (!s) {
+      s = new (ort().binding.InferenceSession)();
+      s.loadModel(this.bytes.buffer as ArrayBuffer, this.bytes.byteOffset, this.bytes.byteLength, {
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+        // Spin-waiting keeps the pool's threads busy between products, taking the core that
+        // the JS thread (the rest of the forward pass) and other processes need.
+        extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+      });
+      this.sessions.set(threads, s);
+    }
+    return s;
+  }
+
+  /** Runs synchronously; `into` gives preallocated outputs (views the results are written to). */
+  run(feeds: Record<string, OrtTensor>, into: Record<string, OrtTensor | null>, threads = 1): Record<string, OrtTensor> {
+    return this.session(threads).run(feeds, into, {});
+  }
+
+  dispose(): void {
+    for (const s of this.sessions.values()) s.dispose();
+    this.sessions.clear();
+  }
+}

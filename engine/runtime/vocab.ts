@@ -1,0 +1,159 @@
+/**
+ * Probability queries over the vocabulary: for rows of final-normalised hidden states, the
+ * log-probability of one target token per row, plus each row's most likely token. Traces,
+ * probes and NLL evaluation need only these, never the rows × V probabilities.
+ *
+ * On the 'native' backend the projection, log-sum-exp, the target pick and the argmax are one
+ * onnxruntime graph reading the hidden rows and the unembedding in place in the WASM heap: only
+ * 3 numbers per row come back, and no rows × V tensor is made in tfjs (the logits stay in
+ * onnxruntime's arena). Elsewhere the same quantities come from tfjs ops.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { DecoderModel } from './decoder-forward.js';
+import { unembed } from './decoder-forward.js';
+import { logSumExpRows } from './logsumexp.js';
+import { heapView, nativeMatMulInstalled } from './native/matmul-kernel.js';
+import { NativeGraph, nativeThreads, ortTensor } from './native/ort.js';
+
+export interface VocabQuery {
+  /** log p(target[r]) for each row. */
+  logprob: Float32Array;
+  /** Each row's most likely token and its log-probability. */
+  argmax: Int32Array;
+  maxLogprob: Float32Array;
+}
+
+const graphs = new Map<string, NativeGraph>();
+
+/**
+ * The native query graph for a vocabulary of v tokens. Its log-sum-exp runs in two stages, as
+ * logSumExpRows does in tfjs (./logsumexp.ts): onnxruntime's ReduceLogSumExp over all v logits
+ * also drops the small tail terms once the running sum is near 1 (traces 5e-5 off the float64
+ * reference on held-out prompts), so the logits are padded with −∞ to k blocks of c = ⌈√v⌉,
+ * each block reduced, then the k block results.
+ */
+function queryGraph(bias: boolean, v: number): NativeGraph {
+  const key = `${bias}:${v}`;
+  let g = graphs.get(key);
+  if (!g) {
+    const c = Math.max(1, Math.ceil(Math.sqrt(v)));
+    const k = Math.ceil(v / c);
+    g = new NativeGraph(
+      [
+        { op: 'MatMul', inputs: ['x', 'w'], outputs: [bias ? 'z0' : 'z'] },
+        ...(bias ? [{ op: 'Add', inputs: ['z0', 'b'], outputs: ['z'] }] : []),
+        { op: 'Constant', inputs: [], outputs: ['pads'], attrs: { value_ints: [0, 0, 0, k * c - v] } },
+        { op: 'Constant', inputs: [], outputs: ['padValue'], attrs: { value_float: { float: -Infinity } } },
+        { op: 'Pad', inputs: ['z', 'pads', 'padValue'], outputs: ['zp'] },
+        { op: 'Constant', inputs: [], outputs: ['blocks'], attrs: { value_ints: [0, k, c] } },
+        { op: 'Reshape', inputs: ['zp', 'blocks'], outputs: ['zb'] },
+        { op: 'ReduceLogSumExp', inputs: ['zb'], outputs: ['lseBlock'], attrs: { axes: [2], keepdims: 0 } },
+        { op: 'ReduceLogSumExp', inputs: ['lseBlock'], outputs: ['lse'], attrs: { axes: [1], keepdims: 1 } },
+        { op: 'GatherElements', inputs: ['z', 'target'], outputs: ['zt'], attrs: { axis: 1 } },
+        { op: 'Sub', inputs: ['zt', 'lse'], outputs: ['logprob'] },
+        { op: 'ReduceMax', inputs: ['z'], outputs: ['zmax'], attrs: { axes: [1], keepdims: 1 } },
+        { op: 'Sub', inputs: ['zmax', 'lse'], outputs: ['maxLogprob'] },
+        { op: 'ArgMax', inputs: ['z'], outputs: ['argmax'], attrs: { axis: 1, keepdims: 1 } },
+      ],
+      [
+        { name: 'x', type: 'float32', shape: ['n', 'd'] },
+        { name: 'w', type: 'float32', shape: ['d', v] },
+        ...(bias ? [{ name: 'b', type: 'float32' as const, shape: [v] }] : []),
+        { name: 'target', type: 'int64', shape: ['n', 1] },
+      ],
+      [
+        { name: 'logprob', type: 'float32', shape: ['n', 1] },
+        { name: 'maxLogprob', type: 'float32', shape: ['n', 1] },
+        { name: 'argmax', type: 'int64', shape: ['n', 1] },
+      ],
+    );
+    graphs.set(key, g);
+  }
+  return g;
+}
+
+function checkTargets(targets: ArrayLike<number>, n: number, vocab: number): void {
+  if (targets.length !== n) throw new Error(`vocabulary query: ${targets.length} targets for ${n} rows`);
+  for (let i = 0; i < n; i++) {
+    const t = targets[i];
+    if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new Error(`vocabulary query: target ${t} of row ${i} is not a token id below ${vocab}`);
+  }
+}
+
+function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+  const w = m.weights;
+  const backend = tf.backend() as unknown as Parameters<typeof heapView>[0];
+  const [n, d] = rows.shape;
+  const v = w.unembed.shape[1];
+  const feeds: Record<string, ReturnType<typeof ortTensor>> = {
+    x: ortTensor('float32', heapView(backend, rows), [n, d]),
+    w: ortTensor('float32', heapView(backend, w.unembed), [d, v]),
+    target: ortTensor('int64', BigInt64Array.from(Array.from(targets, BigInt)), [n, 1]),
+  };
+  if (w.unembedBias) feeds.b = ortTensor('float32', heapView(backend, w.unembedBias), [v]);
+  const threads = 2 * n * d * v >= 1 << 22 ? nativeThreads() : 1;
+  const out = queryGraph(!!w.unembedBias, v).run(feeds, { logprob: null, maxLogprob: null, argmax: null }, threads);
+  return {
+    logprob: Float32Array.from(out.logprob.data as Float32Array),
+    maxLogprob: Float32Array.from(out.maxLogprob.data as Float32Array),
+    argmax: Int32Array.from(out.argmax.data as BigInt64Array, Number),
+  };
+}
+
+function tfjsTensors(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const n = rows.shape[0];
+  const v = m.weights.unembed.shape[1];
+  return tf.tidy(() => {
+    const z = unembed(m, rows);
+    const lse = logSumExpRows(z); // two-stage sum: WASM's one-register Sum drops the tail (logsumexp.ts)
+    const flat = Int32Array.from({ length: n }, (_, r) => r * v + targets[r]);
+    const zt = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32'));
+    return [tf.sub(zt, lse), tf.sub(tf.max(z, 1), lse), tf.argMax(z, 1)];
+  });
+}
+
+function tfjsQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+  const [lp, mx, am] = tfjsTensors(m, rows, targets);
+  try {
+    return {
+      logprob: Float32Array.from(lp.dataSync() as Float32Array),
+      maxLogprob: Float32Array.from(mx.dataSync() as Float32Array),
+      argmax: Int32Array.from(am.dataSync() as Int32Array),
+    };
+  } finally {
+    tf.dispose([lp, mx, am]);
+  }
+}
+
+/**
+ * log p(targets[r] | row r), each row's argmax token and its log-probability, for rows of
+ * final-normalised hidden states [n, d] (rome-spec §1.7: the trace score is exp of logprob).
+ */
+export function vocabQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+  const n = rows.shape[0];
+  const v = m.weights.unembed.shape[1];
+  checkTargets(targets, n, v);
+  if (n === 0) return { logprob: new Float32Array(0), argmax: new Int32Array(0), maxLogprob: new Float32Array(0) };
+  if (nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32') return nativeQuery(m, rows, targets);
+  return tfjsQuery(m, rows, targets);
+}
+
+/**
+ * vocabQuery with asynchronous reads (data(), not dataSync()): the form the trace uses, because
+ * the WebGPU backend can only read asynchronously in Node. On the native backend the graph is
+ * synchronous anyway; elsewhere only the 3 × n results are read back.
+ */
+export async function vocabQueryAsync(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): Promise<VocabQuery> {
+  const n = rows.shape[0];
+  const v = m.weights.unembed.shape[1];
+  checkTargets(targets, n, v);
+  if (n === 0) return { logprob: new Float32Array(0), argmax: new Int32Array(0), maxLogprob: new Float32Array(0) };
+  if (nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32') return nativeQuery(m, rows, targets);
+  const [lp, mx, am] = tfjsTensors(m, rows, targets);
+  try {
+    const [a, b, c] = await Promise.all([lp.data(), mx.data(), am.data()]);
+    return { logprob: Float32Array.from(a as Float32Array), maxLogprob: Float32Array.from(b as Float32Array), argmax: Int32Array.from(c as Int32Array) };
+  } finally {
+    tf.dispose([lp, mx, am]);
+  }
+}
