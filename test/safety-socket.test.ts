@@ -39,7 +39,7 @@ after(() => {
 });
 
 /** Sends frames on a fresh connection; collects replies until the engine closes it (or timeoutMs). */
-async function exchange(messages: unknown[], timeoutMs = 10_000): Promise<{ replies: any[]; closed: boolean }> {
+async function exchange(messages: unknown[], timeoutMs = 60_000): Promise<{ replies: any[]; closed: boolean }> {
   const socket = net.connect({ host: '127.0.0.1', port });
   const parser = new FrameParser();
   const replies: any[] = [];

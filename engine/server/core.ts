@@ -549,7 +549,7 @@ export class Session {
   constructor(
     private readonly engine: Engine,
     input: NodeJS.ReadableStream,
-    output: NodeJS.WritableStream,
+    private readonly output: NodeJS.WritableStream,
     readonly kind: 'stdio' | 'socket',
     readonly remote: string,
     private readonly closeTransport: () => void,
@@ -602,8 +602,6 @@ export class Session {
       if (err.code === ERROR_CODES.INTERNAL) {
         this.engine.opts.log(`${this.id}: ${method} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       }
-      // A refused connection closes once this reply is on its way (written in the next ticks).
-      if (this.authFailed) setTimeout(() => this.close(), 100).unref?.();
       throw err;
     }
   }
@@ -628,6 +626,33 @@ export class Session {
     this.authFailed = true;
     this.closing = true;
     this.reader.dispose();
+    // The refusal closes the connection itself once its reply is written (Session.handle); the
+    // init timer must not close it first (on a busy engine both timers can fire at once), so it
+    // becomes a later backstop.
+    this.clearInitTimer();
+    // Closed right after the refusal's reply (header + body) is handed to the socket: a timer
+    // could fire before the write when a busy engine runs several expired timers at once.
+    const out = this.output as NodeJS.WritableStream & { write: (...a: unknown[]) => boolean };
+    const write = out.write.bind(out);
+    let writes = 0;
+    out.write = (...a: unknown[]) => {
+      const r = write(...(a as Parameters<typeof write>));
+      if (++writes === 2) setImmediate(() => this.close());
+      return r;
+    };
+    // Backstop for a refusal that is never answered: 10 ticks of 1 s, so a stretch in which
+    // the event loop was blocked counts once, not as its length.
+    let ticks = 0;
+    const backstop = setInterval(() => {
+      if (++ticks < 10 && !this.isClosed) return;
+      clearInterval(backstop);
+      this.close();
+    }, 1000);
+    backstop.unref?.();
+  }
+
+  private get isClosed(): boolean {
+    return this.closed;
   }
 
   /** Closes the connection once the current reply has been written. */
