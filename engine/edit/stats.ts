@@ -39,7 +39,7 @@ import { cacheRoot, cleanStaleTemps, damagedCache, fileHash, modelContentHash, s
 import { baseModel } from './state.js';
 import { readNpz } from './npz.js';
 import { cholesky, type Cholesky } from './linalg.js';
-import { readRegularText } from '../util/files.js';
+import { readRegularText, jsonErrorMessage } from '../util/files.js';
 import type { LayerStatsSummary } from '../protocol/edit.js';
 
 export const MAX_STATS_SAMPLES = 100_000;
@@ -106,7 +106,7 @@ export function readCorpus(file: string): string[] {
     try {
       obj = JSON.parse(line);
     } catch (e) {
-      throw new FactLensError('INVALID_ARGUMENT', `${abs}:${i + 1}: not valid JSON (${(e as Error).message})`, {
+      throw new FactLensError('INVALID_ARGUMENT', `${abs}:${i + 1}: not valid JSON (${jsonErrorMessage(e)})`, {
         file: abs,
         line: i + 1,
         field: 'corpus',
