@@ -45,6 +45,7 @@ import { FrozenWeights, withFastGradients } from './fastgrad.js';
 import { layerStats, statsFactor, type LayerStats } from './stats.js';
 import { contextTemplates } from './templates.js';
 import type { EditRecord, EditRequest, RankOneDelta } from './types.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export interface RomeOptions {
   /** Hyperparameter overrides (layer, steps, lr, ...). */
@@ -156,14 +157,9 @@ export function prepareRequest(model: LoadedModel, req: EditRequest): PreparedRe
   return { prompt, subject, target, targetIds };
 }
 
-function fill(template: string, prompt: string): string {
-  const at = template.indexOf('{}');
-  return template.slice(0, at) + prompt + template.slice(at + 2);
-}
-
 /** The template sentence (with the prompt) tokenized per §2.4, with the subject-last index. */
 export function templateRow(model: LoadedModel, template: string, req: PreparedRequest): { ids: number[]; index: number } {
-  const r = subjectLastIndexInTemplate(model.tokenizer, fill(template, req.prompt), req.subject);
+  const r = subjectLastIndexInTemplate(model.tokenizer, fillTemplate(template, req.prompt), req.subject);
   return { ids: r.ids, index: r.lastSubjectIndex };
 }
 

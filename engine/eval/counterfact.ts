@@ -35,6 +35,7 @@ import { generateTexts } from './generation.js';
 import { generationEntropy } from './ngram.js';
 import { scoreItems, type ScoreItem } from './nll.js';
 import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export type { SkippedRecord } from './loop.js';
 
@@ -230,7 +231,7 @@ export function parseCounterFactRecord(raw: unknown, index: number, model?: Load
   if (typeof attr === 'string') return bad(attr);
   const gen = promptList(r.generation_prompts, 'generation_prompts', false);
   if (typeof gen === 'string') return bad(gen);
-  const rewritePrompt = prompt.replace('{}', subject);
+  const rewritePrompt = fillTemplate(prompt, subject);
   const targetNew = tNew.trim();
   const targetTrue = tTrue.trim();
   if (model) {
