@@ -88,6 +88,11 @@ async function main(): Promise<number> {
 
   const order = SECTIONS.map((s) => s.name);
   if (write) {
+    // Re-read before writing: another run may have stored other sections meanwhile (a long
+    // section, e.g. xl, runs beside the short ones); only the sections run here are replaced.
+    const latest = readResults(RESULTS_JSON);
+    const ran = new Set(selected.map((s) => s.name));
+    for (const [name, sec] of Object.entries(latest?.sections ?? {})) if (!ran.has(name)) results.sections[name] = sec;
     writeResultsJson(RESULTS_JSON, results);
     writeMarkdown(RESULTS_MD, results, order);
     log(`wrote ${path.relative(process.cwd(), RESULTS_JSON)} and ${path.relative(process.cwd(), RESULTS_MD)}`);

@@ -8,6 +8,7 @@ import { traceSection } from './trace.js';
 import { editSection } from './edit.js';
 import { computeSection } from './compute.js';
 import { xlSection } from './xl.js';
+import { threadsSection } from './threads.js';
 import { specificitySection } from './specificity.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, xlSection, specificitySection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, threadsSection, xlSection, specificitySection];

@@ -2,7 +2,9 @@
  * XL section: a GPT-2-XL-shaped model (1.56B parameters, random float16 weights written by the
  * benchmark, bench/gpt2-xl.ts) loaded on the native backend, whose block matrices then stay in
  * host memory outside the 4 GB WASM heap (engine/runtime/native/host-weights.ts), and traced:
- * 10 tokens, three kinds, 10 samples. Reports load and trace time and the memory it took.
+ * 10 tokens, three kinds. Samples: FACTLENS_BENCH_XL_SAMPLES (default 10; the trace's time grows
+ * about linearly with them, and on a 2-core machine shared with other work a run with 10 takes
+ * hours). Reports load and trace time and the memory it took.
  */
 import * as os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -34,7 +36,14 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
     ctx.log(`XL: loaded in ${loadS.toFixed(0)} s (${hostWeightsLive()} host matrices); tracing ${JSON.stringify(prompt)} ...`);
     const cpu0 = process.cpuUsage();
     const t1 = performance.now();
-    const r = await trace(m, prompt, { subject: 'Eiffel Tower', samples: 10, seed: 1 });
+    const samples = Number(process.env.FACTLENS_BENCH_XL_SAMPLES) || 10;
+    let logged = 0;
+    const onProgress = (f: number, msg: string) => {
+      if (performance.now() - logged < 30_000) return;
+      logged = performance.now();
+      ctx.log(`XL: ${(100 * f).toFixed(0)}% ${msg}`);
+    };
+    const r = await trace(m, prompt, { subject: 'Eiffel Tower', samples, seed: 1 }, { onProgress });
     const traceS = (performance.now() - t1) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const rss = rssMB();
@@ -60,7 +69,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
       columns: ['prompt tokens', 'kinds', 'load s', 'trace s (wall)', 'trace CPU s', 'RSS MB', 'WASM heap MB', 'matrices outside the heap'],
       rows: [[String(r.ids.length), r.kinds.join(', '), sig(loadS), `**${sig(traceS, 4)}**`, sig((cpu.user + cpu.system) / 1e6, 4), sig(rss, 4), sig(heapMB, 4), String(hostWeightsLive())]],
       notes: [
-        `Checkpoint ${built.cached ? 'cached' : `built in ${built.buildS.toFixed(0)} s`}; 10 samples, default window, seeded noise; ` +
+        `Checkpoint ${built.cached ? 'cached' : `built in ${built.buildS.toFixed(0)} s`}; ${r.samples} sample(s), default window ${r.window}, seeded noise; ` +
           `answer ${JSON.stringify(r.answer.token)} (random weights). Load average before ${load0.map((x) => x.toFixed(1)).join(' / ')}, after ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')}` +
           `${cpuPressure() ? `, CPU pressure ${cpuPressure()!.avg60}%` : ''}.`,
       ],

@@ -12,6 +12,8 @@ export interface FactLensConfig {
   noise: '3sigma' | number;
   /** 0: the engine's default for the model's depth. */
   window: number;
+  /** Documents for edit statistics; 0: the whole corpus (the engine's default). */
+  statsSamples: number;
   /** Inline before → after decorations of specificity checks. */
   specificityDecorations: boolean;
 }
@@ -27,6 +29,7 @@ export function readConfig(): FactLensConfig {
     samples: Math.max(1, Math.round(c.get<number>('trace.samples', 10))),
     noise: noiseRaw === '3sigma' || noiseRaw === '' || !Number.isFinite(noiseNum) ? '3sigma' : noiseNum,
     window: Math.max(0, Math.round(c.get<number>('trace.window', 0))),
+    statsSamples: Math.max(0, Math.round(c.get<number>('edit.statsSamples', 0))),
     specificityDecorations: c.get<boolean>('specificity.decorations', true),
   };
 }

@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { EngineClient, EngineError, type EngineState, type RequestOptions } from '../engine/client/index.js';
-import { ModelLoad, type EditApplyParams, type EditRecord, type InitializeResult, type ModelInfo } from '../engine/protocol.js';
+import { EditSave, ModelLoad, type EditApplyParams, type EditRecord, type EditSaveResult, type InitializeResult, type ModelInfo } from '../engine/protocol.js';
 import type { RequestType } from 'vscode-jsonrpc';
 import { readConfig } from './config.js';
 import { PersistentEditJournal, type EditsChange } from './editJournal.js';
@@ -82,6 +82,12 @@ export class EngineService implements vscode.Disposable {
   async revertAllEdits(): Promise<void> {
     const c = await this.ready();
     await this.journal.revertAll(c);
+  }
+
+  /** Writes the model with its applied edits as a checkpoint folder (engine/edit save). */
+  async saveEditedModel(dir: string): Promise<EditSaveResult> {
+    const c = await this.ready();
+    return c.request(EditSave, { dir });
   }
 
   async exportJournal(file: string): Promise<number> {

@@ -5,6 +5,9 @@
  *   CodeLens per prompt, problems with line and column;
  * - "Fact Lens: Trace this prompt" (editor context menu, CodeLens, command palette; on any
  *   selection it asks for the subject);
+ * - "Fact Lens: Edit fact…" (palette, context menu, an "Edit" CodeLens): ROME / MEMIT / FT /
+ *   FT+L edits with the edit-diff panel (webviews/edit) and the Edits sidebar; edits are
+ *   journaled by EngineService and come back after a restart or a window reload;
  * - the trace panel (webviews/trace), a status-bar item (engine state, backend, model) and
  *   an output channel with the engine log.
  *
@@ -15,6 +18,8 @@ import * as vscode from 'vscode';
 import { EngineService, errorMessage } from './engine.js';
 import { factsOf, PromptCodeLensProvider, PromptDiagnostics, PROMPTS_LANGUAGE } from './promptFiles.js';
 import { EngineStatusBar, engineMenu, selectModel } from './statusBar.js';
+import { EditRunner } from './editCommand.js';
+import { EDITS_VIEW_ID, editIdOf, EditsTreeProvider } from './editsTree.js';
 import { TraceRunner } from './traceCommand.js';
 import { TracePanel } from './tracePanel.js';
 import { SpecificityController } from './specificity/controller.js';
@@ -22,6 +27,7 @@ import { SpecificityController } from './specificity/controller.js';
 let engine: EngineService | undefined;
 
 export interface FactLensApi {
+  /** The engine, and the user's edits: subscribe to engine.onDidChangeEdits. */
   engine: EngineService;
 }
 
@@ -44,6 +50,10 @@ export function activate(context: vscode.ExtensionContext): FactLensApi {
   );
   runner = new TraceRunner(engine, () => panel, log);
   context.subscriptions.push(panel, runner);
+
+  const edits = new EditRunner(context, engine, () => runner, log);
+  const tree = new EditsTreeProvider(engine);
+  context.subscriptions.push(edits, tree, vscode.window.createTreeView(EDITS_VIEW_ID, { treeDataProvider: tree, showCollapseAll: false }));
 
   const lenses = new PromptCodeLensProvider();
   const selector: vscode.DocumentSelector = [
@@ -74,6 +84,38 @@ export function activate(context: vscode.ExtensionContext): FactLensApi {
       }),
     );
   command('factlens.tracePrompt', (arg) => runner.command(arg));
+  command('factlens.editFact', (arg) => edits.command(arg));
+  const editId = (arg: unknown) => {
+    const id = editIdOf(arg);
+    if (!id) throw new Error('pick an edit in the Edits view');
+    return id;
+  };
+  command('factlens.edits.showDiff', (arg) => edits.showDiff(editId(arg)));
+  command('factlens.edits.revert', (arg) => edits.revert(editId(arg)));
+  command('factlens.edits.revertAll', async () => {
+    const n = e.edits.length;
+    if (!n) return void vscode.window.showInformationMessage('Fact Lens: no edits to revert.');
+    const ok = await vscode.window.showWarningMessage(`Revert all ${n} edit(s) of ${e.status.model?.name ?? 'the model'}?`, { modal: true }, 'Revert all');
+    if (ok) await e.revertAllEdits();
+  });
+  command('factlens.edits.save', () => edits.saveModel());
+  command('factlens.edits.export', async () => {
+    const base = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(process.env.HOME ?? '/');
+    const target = await vscode.window.showSaveDialog({
+      defaultUri: vscode.Uri.joinPath(base, `${e.status.model?.name ?? 'model'}-edits.json`),
+      filters: { 'Fact Lens edit journal': ['json'] },
+      title: 'Export the edit journal',
+    });
+    if (!target) return;
+    const n = await e.exportJournal(target.fsPath);
+    void vscode.window.showInformationMessage(`Fact Lens: exported ${n} edit(s) to ${vscode.workspace.asRelativePath(target)}.`);
+  });
+  command('factlens.edits.import', async () => {
+    const [file] = (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Fact Lens edit journal': ['json'] }, title: 'Import an edit journal' })) ?? [];
+    if (!file) return;
+    const r = await e.importJournal(file.fsPath);
+    void vscode.window.showInformationMessage(`Fact Lens: imported ${r.applied.length} edit(s)${r.skipped.length ? `; ${r.skipped.length} already applied` : ''}.`);
+  });
   command('factlens.selectModel', () => selectModel(context, e));
   command('factlens.restartEngine', async () => {
     await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Fact Lens: restarting the engine' }, () => e.restart());

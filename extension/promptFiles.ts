@@ -62,11 +62,13 @@ export class PromptCodeLensProvider implements vscode.CodeLensProvider {
     if (doc.languageId === PROMPTS_LANGUAGE) {
       const { entries, diagnostics } = promptsOf(doc);
       const bad = new Set(diagnostics.filter((d) => d.severity === 'error').map((d) => d.line));
-      return entries.filter((e) => !bad.has(e.line)).map((e) => lens(doc, e.line, e.promptColumns[0], '$(pulse) Trace'));
+      return entries
+        .filter((e) => !bad.has(e.line))
+        .flatMap((e) => [lens(doc, e.line, e.promptColumns[0], '$(pulse) Trace'), editLens(doc, e.line, e.promptColumns[0], '$(edit) Edit')]);
     }
     const facts = factsOf(doc);
     if (!facts?.isFactFile) return [];
-    return facts.records.map((r) => lens(doc, r.line, r.column, factLensTitle(r)));
+    return facts.records.flatMap((r) => [lens(doc, r.line, r.column, factLensTitle(r)), editLens(doc, r.line, r.column, r.targetNew ? `$(edit) Edit → "${r.targetNew}"` : '$(edit) Edit')]);
   }
 }
 
@@ -77,6 +79,16 @@ function lens(doc: vscode.TextDocument, line: number, column: number, title: str
     command: 'factlens.tracePrompt',
     arguments: [arg],
     tooltip: 'Fact Lens: Trace this prompt (causal tracing of the subject)',
+  });
+}
+
+function editLens(doc: vscode.TextDocument, line: number, column: number, title: string): vscode.CodeLens {
+  const arg: TraceTargetArg = { uri: doc.uri.toString(), line };
+  return new vscode.CodeLens(new vscode.Range(line, column, line, column), {
+    title,
+    command: 'factlens.editFact',
+    arguments: [arg],
+    tooltip: 'Fact Lens: Edit fact… (rewrite this fact in the model: ROME, MEMIT, FT)',
   });
 }
 

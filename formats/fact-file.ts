@@ -20,6 +20,11 @@ export interface FactRecord {
   expect?: string;
   /** target_new, for display. */
   targetNew?: string;
+  /** The prompt template as the record has it ("{} was born in"). */
+  template?: string;
+  /** paraphrase_prompts and neighborhood_prompts, when the record has them. */
+  paraphrases?: string[];
+  neighborhood?: string[];
   caseId?: number | string;
 }
 
@@ -77,10 +82,16 @@ function recordOf(v: unknown): { ok: Omit<FactRecord, 'line' | 'column'> } | { e
   const expect = form === v ? str(v.object) : str(form.target_true);
   const targetNew = form === v ? undefined : str(form.target_new);
   const caseId = v.case_id;
+  const strings = (x: unknown) => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string' && s.trim() !== '') : []);
+  const paraphrases = strings(v.paraphrase_prompts);
+  const neighborhood = strings(v.neighborhood_prompts);
   return {
     ok: {
       prompt: fillTemplate(template, subject).trim(),
       subject,
+      template: template.trim(),
+      ...(paraphrases.length ? { paraphrases } : {}),
+      ...(neighborhood.length ? { neighborhood } : {}),
       ...(expect ? { expect } : {}),
       ...(targetNew ? { targetNew } : {}),
       ...(typeof caseId === 'number' || typeof caseId === 'string' ? { caseId } : {}),

@@ -42,6 +42,8 @@ export interface PromptEntry {
   promptColumns: [number, number];
   /** Columns [start, end) of the subject text in the raw line (inside the brackets). */
   subjectColumns?: [number, number];
+  /** Where the bracketed subject starts in `prompt` (it may also occur elsewhere in it). */
+  subjectOffset?: number;
   /** Columns [start, end) of the expected answer in the raw line. */
   expectColumns?: [number, number];
 }
@@ -230,7 +232,7 @@ export function parsePromptLine(raw: string, line = 0): ParsedPromptLine {
     subject,
     ...(expect !== undefined ? { expect, expectColumns } : {}),
     promptColumns: [firstContent, lastContent],
-    ...(subjectColumns ? { subjectColumns } : {}),
+    ...(subjectColumns ? { subjectColumns, subjectOffset: subjectStartInPrompt } : {}),
   };
   return { entry, diagnostics };
 }

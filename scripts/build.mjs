@@ -84,7 +84,7 @@ const TARGETS = [
   },
   // One bundle per webview (webviews/<view>/main.ts → dist/webviews/<view>.js), loaded by nonce
   // under a CSP without 'unsafe-eval' (vega runs through vega-interpreter).
-  ...['trace'].map((view) => ({
+  ...['trace', 'edit'].map((view) => ({
     name: `webview ${view}`,
     entry: `webviews/${view}/main.ts`,
     outfile: `dist/webviews/${view}.js`,

@@ -13,9 +13,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { EngineClient } from '../engine/client/index.js';
-import { ModelLoad, Predict, type EditApplyParams, type ModelInfo } from '../engine/protocol.js';
+import { execFileSync } from 'node:child_process';
+import { EditProbe, EditSave, ModelLoad, Predict, type EditApplyParams, type ModelInfo } from '../engine/protocol.js';
 import { EDITS_FORMAT, parseEditsFile, PersistentEditJournal, type EditsChange } from '../extension/editJournal.js';
-import { spawnClient, until, type LogBuffer } from './helpers/engine-process.js';
+import { ROOT, spawnClient, until, type LogBuffer } from './helpers/engine-process.js';
 
 /** ROME at layer 2 with small statistics and 10 v* steps: quick, and it moves the prediction. */
 const EDIT: EditApplyParams = {
@@ -95,6 +96,24 @@ describe('edit journal: persisted per model, re-applied after kill -9, restart a
     // Re-applied as a record: the engine ran no edit computation (no v*, no statistics).
     assert.match(second.log.text, new RegExp(`edit/apply .*re-apply ${recordId}`));
     assert.doesNotMatch(second.log.text, /France → Rome/);
+
+    // edit/probe: the unedited weights (a view; nothing changes in the engine) and the edited ones.
+    const probe = (unedited: boolean) => second!.client.request(EditProbe, { prompts: [PROMPT, 'The capital of Japan is'], targets: ['Rome', 'Paris'], tokens: 5, unedited });
+    const [b, a] = [await probe(true), await probe(false)];
+    assert.deepEqual([b.edits, a.edits], [[], [recordId]]);
+    assert.deepEqual(b.prompts.map((x) => x.top[0].token), [' Paris', ' Tokyo']);
+    assert.deepEqual(a.prompts.map((x) => x.top[0].token), [' Rome', ' Tokyo'], 'the neighbour keeps its answer');
+    assert.equal(a.prompts[0].top.length, 5);
+    assert.ok(b.prompts[0].targets[0].prob < 0.01 && a.prompts[0].targets[0].prob > 0.5, `p(Rome) ${b.prompts[0].targets[0].prob} → ${a.prompts[0].targets[0].prob}`);
+    assert.ok(a.prompts[0].generation?.startsWith(' Rome'), `generation after: ${a.prompts[0].generation}`);
+    assert.equal(await top(second.client), ' Rome', 'probing the unedited weights left the edit in place');
+
+    // edit/save: a checkpoint folder another process loads with the edit in its weights.
+    const saved = await second.client.request(EditSave, { dir: path.join(tmp, 'saved') });
+    assert.deepEqual(saved.edits, [recordId]);
+    assert.ok(saved.files.includes('model.safetensors') && fs.existsSync(path.join(saved.dir, 'model.safetensors')));
+    const cli = execFileSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'engine', 'cli', 'main.ts'), 'predict', PROMPT, '--model', saved.dir, '--top', '1', '--json'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(JSON.parse(cli).top[0].token, ' Rome', 'the saved model predicts the edit');
 
     await journal.revert(second.client, recordId);
     assert.equal(await top(second.client), original, 'reverted');

@@ -27,6 +27,7 @@ describe('.prompts lines', () => {
       expectColumns: [30, 35],
       promptColumns: [0, 26],
       subjectColumns: [16, 22],
+      subjectOffset: 15,
     });
     assert.equal(raw.slice(16, 22), 'France');
     assert.equal(raw.slice(30, 35), 'Paris');

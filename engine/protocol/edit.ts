@@ -6,6 +6,7 @@
  */
 import { RequestType } from 'vscode-jsonrpc';
 import type { EngineErrorData } from './errors.js';
+import type { Candidate } from './predict.js';
 import type { WithProgress } from './jobs.js';
 
 export const EDIT_METHODS = ['rome', 'memit', 'ft', 'ft-l'] as const;
@@ -165,3 +166,58 @@ export interface StatsComputeResult {
   layers: LayerStatsSummary[];
 }
 export const StatsCompute = new RequestType<StatsComputeParams, StatsComputeResult, EngineErrorData>('stats/compute');
+
+/**
+ * What an edit does to predictions: for each prompt, the top candidates of the next token,
+ * the probability of each target (all its tokens, teacher forced) and a greedy continuation.
+ * `unedited` probes the original weights (every applied edit left out, nothing changed in the
+ * engine), which is the "before" of the edit-diff view.
+ */
+export interface EditProbeParams {
+  prompts: string[];
+  /** Target strings scored after every prompt (a leading space is added, as edits do). */
+  targets: string[];
+  /** Top candidates per prompt (default 5). */
+  k?: number;
+  /** Greedy continuation length in tokens (default 20; 0: none). */
+  tokens?: number;
+  unedited?: boolean;
+}
+
+export interface ProbeTarget {
+  target: string;
+  /** P(all target tokens | prompt). */
+  prob: number;
+  /** exp(mean log p) over the target's tokens. */
+  meanTokenProb: number;
+  tokens: number;
+}
+
+export interface PromptProbeResult {
+  prompt: string;
+  top: Candidate[];
+  targets: ProbeTarget[];
+  /** The greedy continuation (text after the prompt); null when tokens is 0. */
+  generation: string | null;
+}
+
+export interface EditProbeResult {
+  /** The edits in effect for this probe (none when unedited). */
+  edits: string[];
+  unedited: boolean;
+  prompts: PromptProbeResult[];
+}
+export const EditProbe = new RequestType<EditProbeParams, EditProbeResult, EngineErrorData>('edit/probe');
+
+/** Saves the model with its applied edits as a checkpoint folder (float32 safetensors) on the engine's machine. */
+export interface EditSaveParams {
+  dir: string;
+}
+export interface EditSaveResult {
+  dir: string;
+  files: string[];
+  bytes: number;
+  /** The edits the saved weights contain. */
+  edits: string[];
+}
+export const EditSave = new RequestType<EditSaveParams, EditSaveResult, EngineErrorData>('edit/save');

@@ -17,7 +17,7 @@
  */
 import type { RequestType } from 'vscode-jsonrpc';
 import { Initialize, Shutdown } from './connection.js';
-import { EditApply, EditList, EditRevert, StatsCompute } from './edit.js';
+import { EditApply, EditList, EditProbe, EditRevert, EditSave, StatsCompute } from './edit.js';
 import { EvalRun } from './eval.js';
 import { JobsList } from './jobs.js';
 import { ModelInfoRequest, ModelLoad } from './model.js';
@@ -48,6 +48,8 @@ export const REQUESTS = {
   'edit/apply': EditApply,
   'edit/revert': EditRevert,
   'edit/list': EditList,
+  'edit/probe': EditProbe,
+  'edit/save': EditSave,
   'eval/run': EvalRun,
   'stats/compute': StatsCompute,
   'jobs/list': JobsList,

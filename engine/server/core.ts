@@ -434,6 +434,23 @@ export class Engine {
           return edit.list(this.requireModel());
         },
       },
+      'edit/probe': {
+        run: (s, p, token) => {
+          const edit = feature('edit', 'edit/probe');
+          this.requireModel();
+          const summary = `${p.prompts.length} prompt(s)${p.unedited ? ', unedited' : ''}`;
+          return this.runJob(s, 'edit/probe', { summary }, token, () => edit.probe(this.requireModel(), p));
+        },
+      },
+      'edit/save': {
+        run: (s, p, token) => {
+          const edit = feature('edit', 'edit/save');
+          this.requireModel();
+          const dir = path.resolve(p.dir);
+          // Exclusive: the saved weights are exactly the edits applied when it starts.
+          return this.runJob(s, 'edit/save', { summary: dir, exclusive: true }, token, () => edit.save(this.requireModel(), dir));
+        },
+      },
       'eval/run': {
         run: (s, p, token) => {
           const ev = feature('eval', 'eval/run');

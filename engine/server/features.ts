@@ -7,10 +7,14 @@ import * as path from 'node:path';
 import { evaluationSummary, runEvaluation } from '../eval/run.js';
 import type { LoadedModel } from '../model/load.js';
 import type { EditRecord, EditRequest } from '../edit/types.js';
-import { applyEdit, computeEdit, layerStats, listEdits, revertEdit, romeHparams } from '../edit/index.js';
+import { applyEdit, baseModel, computeEdit, greedyContinuations, layerStats, listEdits, probePrompts, revertEdit, romeHparams, saveModel } from '../edit/index.js';
+import { predict } from '../predict.js';
 import { subControl, type JobControl } from '../util/jobs.js';
 import type {
   EditComputeOptions,
+  EditProbeParams,
+  EditProbeResult,
+  EditSaveResult,
   EvalRunParams,
   EvalRunResult,
   LayerStatsSummary,
@@ -24,6 +28,8 @@ export interface EditFeature {
   apply(model: LoadedModel, record: EditRecord, force: boolean): void | Promise<void>;
   revert(model: LoadedModel, id: string): void | Promise<void>;
   list(model: LoadedModel): EditRecord[];
+  probe(model: LoadedModel, params: EditProbeParams): EditProbeResult;
+  save(model: LoadedModel, dir: string): EditSaveResult;
 }
 
 export interface StatsFeature {
@@ -48,6 +54,27 @@ export const FEATURES: Features = {
       revertEdit(model, id);
     },
     list: (model) => listEdits(model),
+    probe(model, p) {
+      // The unedited model as a view over the kept original tensors: nothing in the engine changes.
+      const view: LoadedModel = p.unedited ? { ...model, ...baseModel(model) } : model;
+      const scores = probePrompts(view, p.prompts, p.targets);
+      const tokens = p.tokens ?? 20;
+      const generations = tokens > 0 ? greedyContinuations(view, p.prompts, tokens) : null;
+      return {
+        edits: p.unedited ? [] : listEdits(model).map((r) => r.id),
+        unedited: p.unedited === true,
+        prompts: p.prompts.map((prompt, i) => ({
+          prompt,
+          top: predict(view, prompt, p.k ?? 5).top,
+          targets: scores[i].targets,
+          generation: generations ? generations[i] : null,
+        })),
+      };
+    },
+    save(model, dir) {
+      const s = saveModel(model, dir);
+      return { dir: s.dir, files: s.files, bytes: s.bytes, edits: listEdits(model).map((r) => r.id) };
+    },
   },
   stats: {
     async compute(model, p, control) {
@@ -82,7 +109,7 @@ export const FEATURES: Features = {
 export function unavailableMethods(f: Features = FEATURES): Record<string, string> {
   const out: Record<string, string> = {};
   const why = (what: string) => `${what} is not available in this engine build`;
-  if (!f.edit) for (const m of ['edit/apply', 'edit/revert', 'edit/list']) out[m] = why('editing');
+  if (!f.edit) for (const m of ['edit/apply', 'edit/revert', 'edit/list', 'edit/probe', 'edit/save']) out[m] = why('editing');
   if (!f.stats) out['stats/compute'] = why('statistics');
   if (!f.eval) out['eval/run'] = why('evaluation');
   return out;

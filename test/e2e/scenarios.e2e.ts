@@ -102,7 +102,7 @@ describe('Fact Lens in VS Code (code-server + Chromium)', { timeout: 900_000 }, 
     await waitForTrace('The capital of France is', ' Paris');
     // The status bar shows model and backend.
     const status = await page.locator('#factlens\\.fact-lens\\.factlens\\.engine, .statusbar-item[id*="factlens.engine"]').first().textContent();
-    assert.match(status ?? '', /tinyworld · (native|webgpu|wasm|cpu|node)/);
+    assert.match(status ?? '', /tinyworld · (native|webgpu|wasm|cpu|node|node-gpu)/);
     await screenshot(page, 'e2e-1b-trace-paris.png');
 
     // Hidden and shown again: open another file in the panel's group, then its tab again.
@@ -184,7 +184,7 @@ describe('Fact Lens in VS Code (code-server + Chromium)', { timeout: 900_000 }, 
     await screenshot(page, 'e2e-5a-status-bar-menu.png');
     await menu.locator('.monaco-list-row', { hasText: 'Restart engine' }).click();
     await page.locator('.notification-toast', { hasText: 'engine restarted' }).waitFor({ timeout: 120_000 });
-    assert.match((await item.textContent()) ?? '', /tinyworld · (wasm|cpu|node)/);
+    assert.match((await item.textContent()) ?? '', /tinyworld · (wasm|cpu|node|node-gpu|native)/);
     await screenshot(page, 'e2e-5b-engine-restarted.png');
   });
 });

@@ -4,34 +4,13 @@
  * (`ast: true` + vega-interpreter), so the view's CSP needs no 'unsafe-eval'.
  */
 import { LitElement, css, html, type PropertyValues } from 'lit';
-import { parse, View, type Item } from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
-import { expressionInterpreter } from 'vega-interpreter';
+import type { Item, View } from 'vega';
+import { renderSpec } from '../shared/vega.js';
 import type { TraceKind, TraceResult } from '../../engine/protocol/trace.js';
 import type { Theme } from '../shared/theme.js';
 import { cellTooltip, heatmapSpec, KIND_INFO, type Cell } from './spec.js';
 
-/** Compiles and renders a Vega-Lite spec, CSP-safe. `container` null: headless (for exports). */
-export async function renderSpec(
-  spec: Record<string, unknown>,
-  container: HTMLElement | null,
-  renderer: 'svg' | 'canvas' | 'none' = 'svg',
-  tooltip?: (handler: unknown, event: MouseEvent, item: Item | null | undefined, value: unknown) => void,
-): Promise<View> {
-  const vg = compile(spec as unknown as TopLevelSpec).spec;
-  const runtime = parse(vg, undefined, { ast: true });
-  const view = new View(runtime, {
-    expr: expressionInterpreter,
-    renderer: container ? renderer : 'none',
-    container: container ?? undefined,
-    hover: true,
-    logLevel: 1, // errors only
-  });
-  // Before the first run: setting a tooltip handler on a rendered view wipes its SVG.
-  if (tooltip) view.tooltip(tooltip as Parameters<View['tooltip']>[0]);
-  await view.runAsync();
-  return view;
-}
+export { renderSpec } from '../shared/vega.js';
 
 export class FlHeatmap extends LitElement {
   static override properties = {
