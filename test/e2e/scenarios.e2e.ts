@@ -119,6 +119,8 @@ describe('Fact Lens in VS Code (code-server + Chromium)', { timeout: 900_000 }, 
     await openFile(page, 'unknown.prompts');
     const line = editorLine(page, 'The captial of [Frnace] is');
     await line.waitFor();
+    // The extension is active once the prompt line has its CodeLens (this may be the first scenario).
+    await page.locator('.codelens-decoration a', { hasText: 'Trace' }).first().waitFor({ timeout: 120_000 });
     await line.click({ button: 'right' });
     const item = page.locator('.monaco-menu .action-item', { hasText: 'Fact Lens: Trace this prompt' }).first();
     await item.waitFor({ state: 'visible', timeout: 15_000 });
