@@ -11,6 +11,9 @@ import type { LoadedModel } from './model/load.js';
 import { encodePrompt, topK, type Candidate } from './predict.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';
+import { site } from './runtime/sites.js';
+import { logSoftmaxRows } from './runtime/logsumexp.js';
+import { checkFinite } from './runtime/finite.js';
 import { baseModel } from './edit/state.js';
 import type { BatchPrediction, TargetProb } from './protocol/specificity.js';
 
@@ -25,6 +28,16 @@ export interface LogprobRows {
   /** Token ids of each prompt. */
   ids: number[][];
   chunks: number;
+  /** With `capture`: each prompt's residual stream entering that block, [tokens × d] row-major. */
+  states?: Float32Array[];
+}
+
+export interface BatchLogprobOptions {
+  tokensPerChunk?: number;
+  /** Keep the residual stream entering this block (hook_resid_pre) of every prompt. */
+  capture?: number;
+  /** Start every prompt at this block from its kept residual stream (`states[i]` for prompt i). */
+  start?: { layer: number; states: Float32Array[] };
 }
 
 /**
@@ -54,20 +67,44 @@ export function planChunks(lengths: number[], tokensPerChunk = DEFAULT_TOKENS_PE
 }
 
 /** Next-token log-probabilities of many prompts. Errors name the prompt (`prompts[i]`). */
-export function batchLogprobs(model: LoadedModel, prompts: string[], tokensPerChunk = DEFAULT_TOKENS_PER_CHUNK): LogprobRows {
+export function batchLogprobs(model: LoadedModel, prompts: string[], optsIn: BatchLogprobOptions | number = {}): LogprobRows {
+  const opts = typeof optsIn === 'number' ? { tokensPerChunk: optsIn } : optsIn;
   const ids = prompts.map((p, i) => encodePrompt(model, p, `prompts[${i}]`));
   const V = model.config.vocabSize;
+  const d = model.config.dModel;
   const rows: Float32Array[] = new Array(prompts.length);
-  const chunks = planChunks(ids.map((r) => r.length), tokensPerChunk);
+  const states: Float32Array[] | undefined = opts.capture !== undefined ? new Array(prompts.length) : undefined;
+  const chunks = planChunks(ids.map((r) => r.length), opts.tokensPerChunk ?? DEFAULT_TOKENS_PER_CHUNK);
   for (const chunk of chunks) {
     const batch = padBatch(chunk.map((i) => ids[i]), 'right');
+    const T = batch.width;
+    let kept: tf.Tensor3D | null = null;
+    const capture = opts.capture === undefined ? undefined : site.residPre(opts.capture);
+    const hook = capture ? (name: string, x: tf.Tensor3D) => (name === capture ? (kept = tf.keep(x.clone())) : x) : undefined;
     // Read outside the tidy: tidy walks a returned typed array element by element (slow).
-    const lpT = tf.tidy(() => tf.logSoftmax(forward(model, batch).logits!));
+    const lpT = tf.tidy(() => {
+      let startAt: { layer: number; h: tf.Tensor3D } | undefined;
+      if (opts.start) {
+        // Right-padded [B, T, d] from the kept states; padding positions are masked anyway.
+        const buf = new Float32Array(chunk.length * T * d);
+        chunk.forEach((i, r) => buf.set(opts.start!.states[i], r * T * d));
+        startAt = { layer: opts.start.layer, h: tf.tensor3d(buf, [chunk.length, T, d]) };
+      }
+      // The same log-softmax as predict (two-stage log-sum-exp, exact enough on every backend).
+      return logSoftmaxRows(forward(model, batch, { hook, startAt }).logits!);
+    });
     const flat = lpT.dataSync() as Float32Array;
     lpT.dispose();
+    checkFinite(model, flat, chunk.map((i) => ids[i]), 'the next-token log-probabilities');
     chunk.forEach((i, r) => (rows[i] = flat.slice(r * V, (r + 1) * V)));
+    if (states && kept) {
+      const k = kept as tf.Tensor3D;
+      const all = k.dataSync() as Float32Array;
+      k.dispose();
+      chunk.forEach((i, r) => (states[i] = all.slice(r * T * d, (r * T + ids[i].length) * d)));
+    }
   }
-  return { rows, ids, chunks: chunks.length };
+  return { rows, ids, chunks: chunks.length, ...(states ? { states } : {}) };
 }
 
 /** The first token of a target as the model would continue with it (" " + target unless it starts with a space). */

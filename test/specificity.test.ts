@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import * as path from 'node:path';
 import { predict } from '../engine/predict.js';
 import { predictBatch, planChunks, targetTokenId } from '../engine/predict-batch.js';
-import { BeforeCache, checkSpecificity } from '../engine/specificity/check.js';
+import { BeforeCache, StateCache, checkSpecificity } from '../engine/specificity/check.js';
 import { classifyCheck, namesSubject, relatedEdits, summarizeEdit, type EditedSubject } from '../engine/specificity/classify.js';
 import { applyEdit, listEdits, revertAllEdits } from '../engine/edit/apply.js';
 import { modelContentHash } from '../engine/edit/hash.js';
@@ -27,6 +27,7 @@ import type { EngineClient } from '../engine/client/index.js';
 import { model as sharedModel } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
 import { spawnClient, ROOT } from './helpers/engine-process.js';
+import { SLOW, slowTest } from './helpers/tier.js';
 
 const SAMPLES = path.join(ROOT, 'samples');
 const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
@@ -236,9 +237,31 @@ describe('checkSpecificity', () => {
       assert.equal(r.others, r.checks.filter((c) => !c.related).length);
       assert.equal(r.unchanged, r.checks.filter((c) => !c.related && !c.changed).length);
       assert.deepEqual(listEdits(m).map((e) => e.id), [rec.id]);
+      // Again with every state kept: the "after" pass starts at the edited layer (3) from the
+      // unedited residual streams, and answers as the pass from the embedding does.
+      const states = new StateCache();
+      const cold = checkSpecificity(m, prompts, { cache: new BeforeCache(), states });
+      const warm = checkSpecificity(m, prompts, { cache, states });
+      const full = checkSpecificity(m, prompts, { cache, fullAfter: true });
+      for (const r of [cold, warm]) {
+        r.checks.forEach((c, i) => {
+          assert.deepEqual(c.after.top.map((x) => x.id), full.checks[i].after.top.map((x) => x.id), c.prompt);
+          c.after.top.forEach((x, j) => assert.ok(Math.abs(x.prob - full.checks[i].after.top[j].prob) < 1e-5, `${c.prompt} #${j}`));
+        });
+      }
     } finally {
       revertAllEdits(m);
     }
+  });
+
+  test('states are kept within their byte budget, least recently used dropped first', () => {
+    const s = new StateCache(3 * 400);
+    for (const p of ['a', 'b', 'c']) s.set('h', 3, p, new Float32Array(100));
+    assert.ok(s.get('h', 3, 'a'));
+    s.set('h', 3, 'd', new Float32Array(100));
+    assert.equal(s.get('h', 3, 'b'), undefined, 'b was the least recently used');
+    assert.ok(s.get('h', 3, 'a') && s.get('h', 3, 'c') && s.get('h', 3, 'd'));
+    assert.equal(s.get('h', 2, 'a'), undefined, 'states are per layer');
   });
 });
 
@@ -343,11 +366,12 @@ describe('factlens edit --check-file (the built CLI)', () => {
   const EDIT = ['edit', '--prompt', 'The capital of {} is', '--subject', 'France', '--target', 'Japan', '--layer', '3', '--stats-samples', '1000', '--tokens', '0'];
   const FILES = [path.join('samples', 'capitals.prompts'), path.join('samples', 'counterfact.json')];
   before(async () => {
-    await promisify(execFile)(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs'), '--only', 'engine cli'], { cwd: ROOT });
+    // Only the slow tier runs these (a real ROME edit each); build the CLI for them.
+    if (SLOW) await promisify(execFile)(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs'), '--only', 'engine cli'], { cwd: ROOT });
   });
   after(() => fs.rmSync(cache, { recursive: true, force: true }));
 
-  test('--json: checks rows for every prompt of a .prompts and a CounterFact file', async () => {
+  slowTest('--json: checks rows for every prompt of a .prompts and a CounterFact file', async () => {
     const r = await run([...EDIT, ...FILES.flatMap((f) => ['--check-file', f]), '--json', ...backend]);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
@@ -372,7 +396,7 @@ describe('factlens edit --check-file (the built CLI)', () => {
     assert.equal(out.prompts[0].after.top.token, france.after.token);
   });
 
-  test('without --json: a table with file:line; bad check files are clear errors', async () => {
+  slowTest('without --json: a table with file:line; bad check files are clear errors', async () => {
     const r = await run([...EDIT, '--check-file', FILES[0], ...backend]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /specificity: \d+\/\d+ other prompts unchanged/);

@@ -22,6 +22,13 @@ export interface ForwardOptions {
   returnKV?: boolean;
   /** Stop after this block: later blocks, the final norm and the logits are skipped. */
   stopAfterLayer?: number;
+  /**
+   * Start at this block with this residual stream (its hook_resid_pre, [B, T, d] laid out as
+   * the batch): the embedding and the blocks below are skipped. For re-running the top of the
+   * model when only weights from that layer up changed (specificity checks after an edit).
+   * Not with `past` or `returnKV`.
+   */
+  startAt?: { layer: number; h: tf.Tensor3D };
 }
 
 export interface ForwardResult {
@@ -53,10 +60,11 @@ export function forward(m: DecoderModel, batch: PaddedBatch, opts: ForwardOption
   const ids = tf.tensor2d(batch.ids, [b, t], 'int32');
   const pos = tf.tensor2d(positions, [b, t], 'int32');
   const bias = attentionBias(keyMask, pastLen, t);
-  let h = embed(m, ids, pos, opts.hook);
+  if (opts.startAt && (opts.past || opts.returnKV)) throw new Error('forward: startAt cannot be combined with past or returnKV');
+  let h = opts.startAt ? opts.startAt.h : embed(m, ids, pos, opts.hook);
   const kvs: KV[] = [];
   const last = opts.stopAfterLayer ?? m.config.nLayer - 1;
-  for (let l = 0; l <= last; l++) {
+  for (let l = opts.startAt?.layer ?? 0; l <= last; l++) {
     const r = block(m, l, h, bias, opts.past?.kv[l], opts.hook);
     h = r.h;
     if (opts.returnKV) kvs.push(r.kv);

@@ -53,23 +53,80 @@ export class BeforeCache {
 /** The process-wide cache (the engine serves one model at a time, but keys carry the hash). */
 export const beforeCache = new BeforeCache();
 
+/**
+ * Unedited residual streams entering a block, by model hash, block and prompt, within a byte
+ * budget (least recently used dropped first). An edit changes only the MLP output weights of
+ * its layers, so everything below its lowest layer is the unedited model's: with these, the
+ * "after" pass starts there instead of at the embedding.
+ */
+export class StateCache {
+  private readonly map = new Map<string, Float32Array>();
+  private bytes = 0;
+  constructor(readonly maxBytes = 256 * 1024 * 1024) {}
+
+  private key(hash: string, layer: number, prompt: string): string {
+    return `${hash}\u0000${layer}\u0000${prompt}`;
+  }
+
+  get(hash: string, layer: number, prompt: string): Float32Array | undefined {
+    const k = this.key(hash, layer, prompt);
+    const v = this.map.get(k);
+    if (v) {
+      this.map.delete(k);
+      this.map.set(k, v);
+    }
+    return v;
+  }
+
+  set(hash: string, layer: number, prompt: string, state: Float32Array): void {
+    const k = this.key(hash, layer, prompt);
+    const old = this.map.get(k);
+    if (old) this.bytes -= old.byteLength;
+    this.map.delete(k);
+    this.map.set(k, state);
+    this.bytes += state.byteLength;
+    while (this.bytes > this.maxBytes && this.map.size > 1) {
+      const [first, v] = this.map.entries().next().value!;
+      this.map.delete(first);
+      this.bytes -= v.byteLength;
+    }
+  }
+}
+
+export const stateCache = new StateCache();
+
 export interface CheckOptions {
   k?: number;
   cache?: BeforeCache;
+  states?: StateCache;
   tokensPerChunk?: number;
+  /** Run the "after" pass from the embedding even where unedited states are kept (benchmarks, tests). */
+  fullAfter?: boolean;
 }
 
 const answer = (top: Candidate[], k: number): CheckAnswer => ({ token: top[0].token, prob: top[0].prob, top: top.slice(0, k) });
 
-/** Unedited answers (top CACHED_TOP) of the prompts, from the cache where it has them. */
-export function beforeAnswers(model: LoadedModel, prompts: string[], cache: BeforeCache, tokensPerChunk?: number): { tops: Candidate[][]; cached: number } {
+/**
+ * Unedited answers (top CACHED_TOP) of the prompts, from the cache where it has them; the
+ * prompts computed here also leave their residual stream entering block `keep` in `states`.
+ */
+export function beforeAnswers(
+  model: LoadedModel,
+  prompts: string[],
+  cache: BeforeCache,
+  tokensPerChunk?: number,
+  keep?: { layer: number; states: StateCache },
+): { tops: Candidate[][]; cached: number } {
   const hash = modelContentHash(model);
   const tops: Candidate[][] = prompts.map((p) => cache.get(hash, p) ?? []);
   const missing = [...new Set(prompts.filter((_, i) => tops[i].length === 0))];
   if (missing.length) {
     const base = uneditedView(model);
-    const { rows } = batchLogprobs(base, missing, tokensPerChunk);
-    missing.forEach((p, j) => cache.set(hash, p, topK(rows[j], CACHED_TOP, model)));
+    const { rows, states } = batchLogprobs(base, missing, { tokensPerChunk, capture: keep?.layer });
+    missing.forEach((p, j) => {
+      cache.set(hash, p, topK(rows[j], CACHED_TOP, model));
+      if (keep && states) keep.states.set(hash, keep.layer, p, states[j]);
+    });
     prompts.forEach((p, i) => {
       if (!tops[i].length) tops[i] = cache.get(hash, p)!;
     });
@@ -78,19 +135,44 @@ export function beforeAnswers(model: LoadedModel, prompts: string[], cache: Befo
   return { tops, cached: prompts.filter((p) => !missed.has(p)).length };
 }
 
+/**
+ * Top-k answers of the edited model. Prompts whose unedited residual stream entering the lowest
+ * edited block is kept start there; the others run from the embedding and leave theirs.
+ */
+function afterAnswers(model: LoadedModel, prompts: string[], k: number, layer: number, states: StateCache, opts: CheckOptions): Candidate[][] {
+  const hash = modelContentHash(model);
+  const out: Candidate[][] = new Array(prompts.length);
+  const kept = prompts.map((p) => (opts.fullAfter || layer === 0 ? undefined : states.get(hash, layer, p)));
+  const warm = prompts.map((_, i) => i).filter((i) => kept[i]);
+  const cold = prompts.map((_, i) => i).filter((i) => !kept[i]);
+  if (warm.length) {
+    const { rows } = batchLogprobs(model, warm.map((i) => prompts[i]), { tokensPerChunk: opts.tokensPerChunk, start: { layer, states: warm.map((i) => kept[i]!) } });
+    warm.forEach((i, j) => (out[i] = topK(rows[j], k, model)));
+  }
+  if (cold.length) {
+    // Below `layer` the edited model is the unedited one: its states there are the unedited states.
+    const capture = opts.fullAfter || layer === 0 ? undefined : layer;
+    const r = batchLogprobs(model, cold.map((i) => prompts[i]), { tokensPerChunk: opts.tokensPerChunk, capture });
+    cold.forEach((i, j) => {
+      out[i] = topK(r.rows[j], k, model);
+      if (r.states) states.set(hash, layer, prompts[i], r.states[j]);
+    });
+  }
+  return out;
+}
+
 export function checkSpecificity(model: LoadedModel, prompts: SpecificityPrompt[], opts: CheckOptions = {}): SpecificityCheckResult {
   const t0 = performance.now();
   const k = Math.min(opts.k ?? 5, CACHED_TOP);
   const cache = opts.cache ?? beforeCache;
   const records = listEdits(model);
   const texts = prompts.map((p) => p.prompt);
-  const before = beforeAnswers(model, texts, cache, opts.tokensPerChunk);
-  let afterTops: Candidate[][];
-  if (records.length === 0) afterTops = before.tops;
-  else {
-    const { rows } = batchLogprobs(model, texts, opts.tokensPerChunk);
-    afterTops = rows.map((r) => topK(r, k, model));
-  }
+  const states = opts.states ?? stateCache;
+  // The lowest block whose weights an applied edit changed.
+  const layer = records.length ? Math.min(...records.flatMap((r) => r.deltas.map((d) => d.layer))) : 0;
+  const keep = records.length && layer > 0 && !opts.fullAfter ? { layer, states } : undefined;
+  const before = beforeAnswers(model, texts, cache, opts.tokensPerChunk, keep);
+  const afterTops = records.length === 0 ? before.tops : afterAnswers(model, texts, k, layer, states, opts);
   const edited: EditedSubject[] = records.flatMap((r) =>
     recordRequests(r).map((q) => ({
       editId: r.id,
