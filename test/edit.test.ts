@@ -257,7 +257,7 @@ describe('ROME', () => {
   let partsRef: RomeParts;
 
   before(async () => {
-    parts = await romeEditParts(m, { ...requestOf(0) }, {}, { statsSamples: SAMPLES });
+    parts = await romeEditParts(m, { ...requestOf(0), formula: 'consistent' }, {}, { statsSamples: SAMPLES });
     partsRef = await romeEditParts(m, { ...requestOf(0), formula: 'reference' }, {}, { statsSamples: SAMPLES });
   });
 

@@ -6,7 +6,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { CancellationTokenSource } from 'vscode-jsonrpc';
 import { EngineError, type EngineClient } from '../engine/client/index.js';
 import { ERROR_CODES, JobsList, ModelInfoRequest, Predict, PROTOCOL_VERSION, Trace, type JobInfo } from '../engine/protocol.js';
@@ -18,9 +21,9 @@ let engine: RawEngine;
 let port: number;
 
 before(async () => {
-  // The token comes from the environment here; the --token flag is covered below.
+  // The token comes from the environment here; a token file is covered below.
   engine = startRawEngine(['--listen', '127.0.0.1:0', '--preload'], { ...process.env, FACTLENS_TOKEN: TOKEN });
-  const m = await engine.waitForLog(/listening on 127\.0\.0\.1:(\d+) \(token required\)/);
+  const m = await engine.waitForLog(/listening on 127\.0\.0\.1:(\d+) \(token required: from FACTLENS_TOKEN\)/);
   port = Number(m[1]);
 });
 
@@ -75,7 +78,7 @@ describe('socket mode: authentication', () => {
   test('no token: UNAUTHORIZED telling how to pass one', async () => {
     await assert.rejects(connectClient({ host: '127.0.0.1', port }), (e: EngineError) => {
       assert.equal(e.kind, 'UNAUTHORIZED');
-      assert.match(e.message, /requires a token.*--token or FACTLENS_TOKEN/);
+      assert.match(e.message, /requires a token.*FACTLENS_TOKEN, or its token file/);
       return true;
     });
   });
@@ -85,22 +88,21 @@ describe('socket mode: authentication', () => {
     assert.equal(replies[0].error.code, ERROR_CODES.NOT_INITIALIZED);
   });
 
-  test('refuses to bind a non-loopback address without a token; binds it with --token', async () => {
+  test('a non-loopback address with a token file: clients with its token get in', async () => {
     const env = { ...process.env };
     delete env.FACTLENS_TOKEN;
-    const refused = startRawEngine(['--listen', '0.0.0.0:0'], env);
-    const { code } = await refused.exited;
-    assert.equal(code, 2);
-    assert.match(refused.log.text, /refusing to listen on 0\.0\.0\.0, which is not a loopback address, without a token/);
-
-    const ok = startRawEngine(['--listen', '0.0.0.0:0', '--token', 'a-token-for-this-test'], env);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-token-'));
+    const file = path.join(dir, 'token');
+    fs.writeFileSync(file, 'a-token-for-this-test-0123456789abcdef\n', { mode: 0o600 });
+    const ok = startRawEngine(['--listen', '0.0.0.0:0', '--token-file', file], env);
     try {
-      const m = await ok.waitForLog(/listening on 0\.0\.0\.0:(\d+) \(token required\)/, 60_000);
-      const c = await connectClient({ host: '127.0.0.1', port: Number(m[1]), token: 'a-token-for-this-test' });
+      const m = await ok.waitForLog(/listening on 0\.0\.0\.0:(\d+) \(token required: from .*token\)/, 60_000);
+      const c = await connectClient({ host: '127.0.0.1', port: Number(m[1]), token: 'a-token-for-this-test-0123456789abcdef' });
       assert.equal(c.client.info!.connection.transport, 'socket');
       await c.client.stop();
     } finally {
       ok.kill();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

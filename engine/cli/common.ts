@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 import { loadModel, defaultModelDir, type LoadedModel } from '../model/load.js';
 import { BACKEND_ORDER } from '../runtime/backend.js';
-import type { OptionsSpec, ParsedArgs } from './args.js';
+import { intOption, UsageError, type OptionsSpec, type ParsedArgs } from './args.js';
 import type { CommandIO } from './types.js';
 
 export const modelOptions: OptionsSpec = {
@@ -62,4 +62,16 @@ export async function quietNativeProbe<T>(fn: () => Promise<T>, env: NodeJS.Proc
   } finally {
     console.warn = warn;
   }
+}
+
+/** ROME v* overrides from --clamp / --v-steps (undefined when neither is given). */
+export function romeOverrides(args: ParsedArgs, command: string): { clampNormFactor?: number; vNumGradSteps?: number } | undefined {
+  const out: { clampNormFactor?: number; vNumGradSteps?: number } = {};
+  if (args.values.clamp !== undefined) {
+    const x = Number(args.values.clamp);
+    if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--clamp needs a positive number, not '${args.values.clamp}'`, command);
+    out.clampNormFactor = x;
+  }
+  if (args.values['v-steps'] !== undefined) out.vNumGradSteps = intOption(args.values['v-steps'], 'v-steps', 20, command);
+  return Object.keys(out).length ? out : undefined;
 }

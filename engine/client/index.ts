@@ -2,8 +2,9 @@
  * The engine client, used by the VS Code extension and by the tests: spawns the engine process
  * (or connects to a socket engine), performs the handshake, sends typed requests with
  * timeouts, progress and cancellation, and restarts the engine with exponential backoff when
- * it dies. An edit journal re-applies the user's edits after a restart, so the model they see
- * never silently loses one.
+ * it dies or stops answering its heartbeat. An edit journal re-applies the user's edits after a
+ * restart, so the model they see never silently loses one; a damaged journal is moved aside and
+ * reported (`warning`), never fatal. Listeners in `ClientOptions.listeners` see the start too.
  *
  *   const client = await EngineClient.spawn({ enginePath: 'dist/engine/server.js', journalPath });
  *   await client.request(ModelLoad, {});
@@ -13,6 +14,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import {
   CancellationTokenSource,
@@ -82,6 +84,20 @@ export interface ClientOptions {
   protocolVersion?: string;
   /** false: never restart. */
   restart?: RestartOptions | false;
+  /**
+   * Liveness check of a ready engine: a `model/info` every intervalMs (default 10 s). No answer
+   * within timeoutMs (default 60 s) from an engine process that is stopped (SIGSTOP; read from
+   * /proc where there is one), or within busyTimeoutMs (default 10 min: a running engine may be
+   * in a long synchronous tfjs step) from any engine, means it is hung: it is killed and
+   * restarted like a crashed one, and its pending requests fail with ENGINE_EXITED. It pauses
+   * while this client has a model/load in flight (checkpoints are read synchronously). false: off.
+   */
+  heartbeat?: { intervalMs?: number; timeoutMs?: number; busyTimeoutMs?: number } | false;
+  /**
+   * Listeners registered before the client starts, so events of the start itself (a journal
+   * moved aside, an edit that could not be re-applied) reach someone.
+   */
+  listeners?: { [K in keyof EngineClientEvents]?: (...args: EngineClientEvents[K]) => void };
 }
 
 export interface SpawnOptions extends ClientOptions {
@@ -149,6 +165,10 @@ interface Link {
   /** Ends the engine (spawned) or the connection (socket). */
   kill(signal?: NodeJS.Signals): void;
   exited: boolean;
+  /** The heartbeat timer of this link, while it is ready. */
+  heartbeat?: NodeJS.Timeout;
+  /** Set when the heartbeat found the engine hung (the reason its exit is reported with). */
+  hung?: string;
 }
 
 interface Pending {
@@ -168,6 +188,8 @@ export interface EngineClientEvents {
   reapplied: [{ model: boolean; edits: string[] }];
   /** A journal edit could not be re-applied (it stays in the journal). */
   journalError: [{ record: EditRecord; error: EngineError }];
+  /** Something the user should know that did not stop the client (a journal moved aside, a hung engine restarted). */
+  warning: [{ message: string; file?: string }];
 }
 
 export class EngineClient extends EventEmitter<EngineClientEvents> {
@@ -178,6 +200,8 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
   private readonly pending = new Set<Pending>();
   private readonly progressHandlers = new Map<string, NonNullable<RequestOptions['onProgress']>>();
   private progressSeq = 0;
+  /** model/load requests in flight (the heartbeat pauses for them). */
+  private loadsPending = 0;
   private attempts = 0;
   private readyAt = 0;
   private stopping = false;
@@ -189,7 +213,14 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
   private constructor(private readonly mode: Mode) {
     super();
     this.opts = mode.opts;
+    for (const [event, fn] of Object.entries(mode.opts.listeners ?? {})) {
+      if (fn) this.on(event as keyof EngineClientEvents, fn as (...args: unknown[]) => void);
+    }
     this.journal = new EditJournal(mode.opts.journalPath);
+    if (this.journal.problem) {
+      this.log(this.journal.problem.message);
+      this.emit('warning', { message: this.journal.problem.message, file: this.journal.problem.movedTo ?? this.journal.problem.file });
+    }
     const r = mode.opts.restart;
     this.restart =
       r === false
@@ -243,12 +274,15 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     const method = type.method;
     const timeoutMs = opts.timeoutMs ?? this.opts.requestTimeoutMs ?? 0;
     const cts = new CancellationTokenSource();
+    const isLoad = method === ModelLoad.method;
+    if (isLoad) this.loadsPending++;
     const userSub = opts.token?.onCancellationRequested(() => cts.cancel());
     if (opts.token?.isCancellationRequested) cts.cancel();
     let progressToken: string | undefined;
     let timer: NodeJS.Timeout | undefined;
     let pending: Pending | undefined;
     const cleanup = () => {
+      if (isLoad) this.loadsPending--;
       if (timer) clearTimeout(timer);
       userSub?.dispose();
       if (progressToken) this.progressHandlers.delete(progressToken);
@@ -300,6 +334,7 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     const link = this.link;
+    if (link?.heartbeat) clearInterval(link.heartbeat);
     if (link && !link.exited) {
       let asked = false;
       if (this._state === 'ready') {
@@ -380,7 +415,49 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     if (link.exited) throw this.startFailed(new Error('the engine exited during the handshake'), link);
     this.readyAt = Date.now();
     this.setState({ state: 'ready' });
+    this.startHeartbeat(link);
     for (const w of this.readyWaiters.splice(0)) w.resolve(link);
+  }
+
+  /** See ClientOptions.heartbeat. */
+  private startHeartbeat(link: Link): void {
+    const hb = this.opts.heartbeat;
+    if (hb === false) return;
+    const intervalMs = hb?.intervalMs ?? 10_000;
+    const timeoutMs = hb?.timeoutMs ?? 60_000;
+    const busyTimeoutMs = Math.max(timeoutMs, hb?.busyTimeoutMs ?? 600_000);
+    let sentAt = 0; // the unanswered heartbeat's send time (0: none outstanding)
+    const hung = (why: string) => {
+      link.hung = why;
+      this.log(`${why}; killing it${this.restart ? ' and restarting' : ''}`);
+      this.emit('warning', { message: `${why}; it was ${this.restart ? 'restarted' : 'stopped'}` });
+      link.kill('SIGKILL');
+    };
+    link.heartbeat = setInterval(() => {
+      if (link.exited || link !== this.link) return;
+      if (sentAt) {
+        const waited = Date.now() - sentAt;
+        // A stopped process is hung for sure; a running one may be computing a long synchronous
+        // step (tfjs blocks the engine's event loop), so it gets the much longer busy limit.
+        if (waited > timeoutMs && link.pid !== undefined && processStopped(link.pid)) {
+          hung(`the engine did not answer a heartbeat within ${timeoutMs} ms and is stopped (SIGSTOP)`);
+        } else if (waited > busyTimeoutMs) {
+          hung(`the engine did not answer a heartbeat within ${busyTimeoutMs} ms (hung)`);
+        }
+        return;
+      }
+      // Loading a checkpoint reads it synchronously: the heartbeat waits for the load.
+      if (this.loadsPending > 0) return;
+      sentAt = Date.now();
+      // sendRequest throws at once on a connection that just closed (its exit is reported apart).
+      Promise.resolve()
+        .then(() => link.connection.sendRequest(ModelInfoRequest, {}))
+        .then(
+          () => (sentAt = 0),
+          () => (sentAt = 0),
+        );
+    }, intervalMs);
+    link.heartbeat.unref();
   }
 
   /** A start failed: fatal (version, token) → 'failed'; otherwise it counts as a crash. */
@@ -439,9 +516,11 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
     if (loaded || applied.length) this.emit('reapplied', { model: loaded, edits: applied });
   }
 
-  private onLinkGone(link: Link, reason: string): void {
+  private onLinkGone(link: Link, why: string): void {
     if (link.exited) return;
     link.exited = true;
+    if (link.heartbeat) clearInterval(link.heartbeat);
+    const reason = link.hung ?? why;
     try {
       link.connection.dispose();
     } catch {
@@ -568,6 +647,17 @@ export class EngineClient extends EventEmitter<EngineClientEvents> {
         resolve(link);
       });
     });
+  }
+}
+
+/** Whether a process is stopped (SIGSTOP / traced), from /proc; false where that cannot be read. */
+function processStopped(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = /\)\s+(\S)/.exec(stat)?.[1];
+    return state === 'T' || state === 't';
+  } catch {
+    return false;
   }
 }
 

@@ -4,6 +4,9 @@
  * edit/apply {record} for every edit the engine does not have), so the model the user sees
  * never silently loses an edit. Persisted as JSON when a path is given, written atomically
  * (temporary file + rename), so a crash of the extension host leaves the old or the new file.
+ * A file that cannot be read as a journal is never overwritten and never stops the client: it
+ * is moved aside (`<file>.corrupt-<time>`, kept for the user) and the journal starts empty; the
+ * problem is in `problem`, and the client reports it as a `warning` event.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -24,14 +27,37 @@ export interface JournalData {
 export class EditJournal {
   private data: JournalData = { format: JOURNAL_FORMAT, model: null, modelDir: null, edits: [] };
 
-  constructor(readonly file?: string) {
-    if (file && fs.existsSync(file)) {
-      const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<JournalData>;
-      if (raw.format !== JOURNAL_FORMAT || !Array.isArray(raw.edits)) {
-        throw new Error(`${file} is not a Fact Lens edit journal (format ${String(raw.format)})`);
+  /** Why the file could not be read, and where it was moved (null: read fine, or none). */
+  readonly problem: { message: string; file: string; movedTo: string | null } | null = null;
+
+  constructor(public file?: string) {
+    if (!file || !fs.existsSync(file)) return;
+    let why: string;
+    try {
+      const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<JournalData> | null;
+      if (raw && raw.format === JOURNAL_FORMAT && Array.isArray(raw.edits) && raw.edits.every((r) => r && typeof r === 'object' && typeof r.id === 'string')) {
+        this.data = { format: JOURNAL_FORMAT, model: raw.model ?? null, modelDir: raw.modelDir ?? null, edits: raw.edits };
+        return;
       }
-      this.data = { format: JOURNAL_FORMAT, model: raw.model ?? null, modelDir: raw.modelDir ?? null, edits: raw.edits };
+      why = `it is not a Fact Lens edit journal (format ${JSON.stringify(raw?.format ?? null)}, or edits without ids)`;
+    } catch (e) {
+      why = `it is not valid JSON (${(e as Error).message.split('\n')[0]})`;
     }
+    const movedTo = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    let moved: string | null = movedTo;
+    try {
+      fs.renameSync(file, movedTo);
+    } catch {
+      moved = null;
+    }
+    this.problem = {
+      file,
+      movedTo: moved,
+      message:
+        `the edit journal ${file} could not be read: ${why}; ` +
+        (moved ? `it was moved to ${moved} (kept) and the journal starts empty` : 'it could not be moved aside, so it is left as it is and not used'),
+    };
+    if (!moved) this.file = undefined; // never overwrite what could not be moved
   }
 
   get model(): JournalData['model'] {

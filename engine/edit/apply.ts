@@ -14,11 +14,15 @@ import type { JobControl } from '../util/jobs.js';
 import { modelContentHash } from './hash.js';
 import { computeRome, type RomeOptions } from './rome.js';
 import { checkDelta, editState, rebuildLayer } from './state.js';
+import { attachVerdict } from './verdict.js';
 import type { EditMethod, EditRecord, EditRequest } from './types.js';
 import { fillTemplate } from '../../formats/template.js';
 
 /** Options every method accepts (method-specific ones are passed through). */
-export type ComputeOptions = RomeOptions & Record<string, unknown>;
+export type ComputeOptions = RomeOptions & {
+  /** Check the edit (apply, probe the edit prompt, revert) and set took/reason (default true). */
+  verdict?: boolean;
+} & Record<string, unknown>;
 
 export type EditComputer = (model: LoadedModel, request: EditRequest, control: JobControl, opts: ComputeOptions) => Promise<EditRecord>;
 
@@ -79,7 +83,8 @@ export async function computeEdit(
       { field: 'target' },
     );
   }
-  return fn(model, request, control, opts);
+  const rec = await fn(model, request, control, opts);
+  return opts.verdict === false ? rec : attachVerdict(model, rec);
 }
 
 /** PROMPT_TOO_LONG, naming the field, when the edit prompt followed by its target cannot fit the context. */

@@ -41,27 +41,39 @@ import type { LoadedModel } from '../model/load.js';
 import { readFacts, traceAverage } from '../trace/average.js';
 import type { JobControl } from '../util/jobs.js';
 import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
+import type { RomeFormula } from './types.js';
 import { cacheRoot, fileHash, modelContentHash, readJsonCache, shortHash, writeJsonCache } from './hash.js';
 
 export interface RomeHparams {
   layer: number;
+  /** The update formula when the request names none (rome.ts). */
+  formula: RomeFormula;
   /** How the layer was chosen. */
   layerSource: string;
   vNumGradSteps: number;
   vLr: number;
   vWeightDecay: number;
   clampNormFactor: number;
+  /** Retry v* once at twice the radius when it misses its target (exp(−NLL) < 0.5). */
+  clampGrowth: boolean;
   klFactor: number;
   mom2Adjustment: boolean;
   mom2NSamples: number;
+  /**
+   * Statistics size as keys per dimension of C: the corpus is read until mom2TokensPerDim · f
+   * tokens (f the MLP width); undefined: mom2NSamples documents (the reference models).
+   */
+  mom2TokensPerDim?: number;
   contextTemplateLengths: Array<[number, number]>;
 }
 
 export const ROME_DEFAULTS: Omit<RomeHparams, 'layer' | 'layerSource'> = {
+  formula: 'consistent',
   vNumGradSteps: 20,
   vLr: 0.5,
   vWeightDecay: 0.5,
   clampNormFactor: 4,
+  clampGrowth: false,
   klFactor: 0.0625,
   mom2Adjustment: true,
   mom2NSamples: 100_000,
@@ -70,6 +82,24 @@ export const ROME_DEFAULTS: Omit<RomeHparams, 'layer' | 'layerSource'> = {
     [10, 10],
   ],
 };
+
+/**
+ * Defaults for models without reference hyperparameters (issue #15; the README's ablation,
+ * measured on tinyworld's CounterFact dev records, bench/data/rome-ablation/):
+ *  - formula 'subject-keys' (rome.ts): every key the v* optimisation added δ at, and the
+ *    subject's key without the prompt's leading words, gets exactly δ — the edit prompt always
+ *    gets v*'s change (as the reference formula) without the consistent formula's shortfall when
+ *    k_bare differs from k̄, and paraphrases that name the subject first are reached;
+ *  - statistics from 50·f tokens (f the MLP width) instead of the whole corpus: C is f×f, and
+ *    the edits measured with 13·f, 53·f and 344·f tokens (tinyworld's whole corpus) agree.
+ * The layer rule (causal tracing, above) and the v* settings stay the reference code's.
+ */
+export const TUNED_DEFAULTS: Partial<RomeHparams> = { formula: 'subject-keys', mom2TokensPerDim: 50 };
+
+/** minTokens for layerStats from the hyperparameters, unless the documents are given explicitly. */
+export function statsTokens(hp: Pick<RomeHparams, 'mom2TokensPerDim'>, explicitSamples: number | undefined, f: number): { minTokens?: number } {
+  return explicitSamples === undefined && hp.mom2TokensPerDim ? { minTokens: hp.mom2TokensPerDim * f } : {};
+}
 
 interface Reference {
   name: string;
@@ -226,7 +256,9 @@ export async function romeHparams(
   control: JobControl = {},
 ): Promise<RomeHparams & { layerChoice?: LayerChoice }> {
   const ref = referenceModel(model.config);
-  const base = { ...ROME_DEFAULTS, clampNormFactor: ref?.clampNormFactor ?? ROME_DEFAULTS.clampNormFactor };
+  // The reference models keep the reference code's hyperparameters; others get this project's
+  // defaults (see TUNED_DEFAULTS).
+  const base = ref ? { ...ROME_DEFAULTS, clampNormFactor: ref.clampNormFactor } : { ...ROME_DEFAULTS, ...TUNED_DEFAULTS };
   if (opts.layer !== undefined) {
     checkLayer(model.config, opts.layer);
     return { ...base, layer: opts.layer, layerSource: 'requested' };

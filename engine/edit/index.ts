@@ -18,6 +18,8 @@ export type { RomeHparams, LayerChoice } from './hparams.js';
 export { modelContentHash, cacheRoot } from './hash.js';
 export { baseModel, hasEdits } from './state.js';
 export { probePrompts, greedyContinuations } from './probe.js';
+export { editVerdict, attachVerdict, greedyCheck } from './verdict.js';
+export type { EditVerdict } from './verdict.js';
 export type { PromptProbe, TargetScore } from './probe.js';
 
 // The fine-tuning baselines join the method registry, so `factlens edit --method ft|ft-l` and
@@ -31,9 +33,16 @@ import type { EditRecord, EditRequest } from './types.js';
 import type { LoadedModel } from '../model/load.js';
 import type { JobControl } from '../util/jobs.js';
 import type { MemitOptions } from './memit.js';
+import { attachVerdict } from './verdict.js';
 register('memit', (model, request, control, opts) => computeMemit(model, [request], control, opts as MemitOptions));
 
 /** Many edits as one (MEMIT, rome-spec §5): one record whose deltas carry every request. */
-export function computeEditBatch(model: LoadedModel, requests: EditRequest[], control: JobControl = {}, opts: MemitOptions = {}): Promise<EditRecord> {
-  return computeMemit(model, requests, control, opts);
+export async function computeEditBatch(
+  model: LoadedModel,
+  requests: EditRequest[],
+  control: JobControl = {},
+  opts: MemitOptions & { verdict?: boolean } = {},
+): Promise<EditRecord> {
+  const rec = await computeMemit(model, requests, control, opts);
+  return opts.verdict === false ? rec : attachVerdict(model, rec);
 }

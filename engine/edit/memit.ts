@@ -29,7 +29,9 @@ import { site } from '../runtime/sites.js';
 import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { applyEdit, listEdits, revertEdit } from './apply.js';
 import { cacheRoot, modelContentHash, readJsonCache, writeJsonCache } from './hash.js';
+import { statsTokens } from './hparams.js';
 import { memitHparams, type MemitHparams } from './memit-hparams.js';
+import { nullSpace, nullSpaceSolve } from './nullspace.js';
 import { cholesky, choleskySolve, norm } from './linalg.js';
 import { checkLength, computeVStar, prepareRequest, templateRow, type PreparedRequest, type RomeOptions } from './rome.js';
 import { encodeF32 } from './state.js';
@@ -40,6 +42,8 @@ import type { DenseDelta, EditRecord, EditRequest } from './types.js';
 export interface MemitOptions extends Pick<RomeOptions, 'templateSeed' | 'statsSamples' | 'statsNpz' | 'facts' | 'vForward' | 'fastGrad'> {
   /** Hyperparameter overrides (layers, λ, steps, ...). */
   hparams?: Partial<MemitHparams>;
+  /** AlphaEdit's null-space projection (nullspace.ts): true, or the relative eigenvalue threshold. */
+  nullSpace?: boolean | number;
   /** Context templates instead of the generated ones ("{}" first: it is the bare prompt). */
   templates?: string[];
   /**
@@ -210,7 +214,7 @@ export async function memitEditParts(
         ? await layerStats(
             model,
             l,
-            { corpus: requests[0].corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz },
+            { corpus: requests[0].corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz, ...statsTokens(hp, opts.statsSamples, model.config.dMlp) },
             sub(lo, lo + 0.3 / layers.length),
           )
         : null,
@@ -284,6 +288,8 @@ export async function memitEditParts(
 
   // 2. Layer by layer, on the model with the lower layers' updates applied (temporarily).
   const tLayers = performance.now();
+  const nullOn = requests[0].nullSpace ?? (opts.nullSpace !== undefined && opts.nullSpace !== false);
+  const nullRanks: number[] = [];
   const rows = keyRows(model, reqs, templates);
   const deltas: DenseDelta[] = [];
   const deltaNorms: number[] = [];
@@ -307,7 +313,18 @@ export async function memitEditParts(
         return x;
       });
       residualNorms.push(R.reduce((a, x) => a + norm(x), 0) / share / R.length);
-      const { A, jitter } = adjustedKeys(K, stats.get(l) ?? null, hp.mom2UpdateWeight, f);
+      const st = stats.get(l) ?? null;
+      let A: Float64Array[];
+      let jitter = 0;
+      if (nullOn) {
+        // AlphaEdit (nullspace.ts): ΔW = P K (KᵀPK + I)⁻¹ R̃ᵀ.
+        if (!st) throw new FactLensError('INVALID_ARGUMENT', 'the null-space projection needs the key statistics (mom2Adjustment)', { field: 'nullSpace' });
+        const ns = nullSpace(st, typeof opts.nullSpace === 'number' ? opts.nullSpace : undefined);
+        nullRanks.push(ns.rank);
+        A = nullSpaceSolve(ns, K, 1);
+      } else {
+        ({ A, jitter } = adjustedKeys(K, st, hp.mom2UpdateWeight, f));
+      }
       jitterMax = Math.max(jitterMax, jitter);
       // ΔW [f, d] = Σ_r A_r ⊗ R̃_r.
       const dw = new Float32Array(f * d);
@@ -350,7 +367,8 @@ export async function memitEditParts(
     layers: layers.join(','),
     layers_source: hp.layersSource,
     top_layer: top,
-    lambda: hp.mom2UpdateWeight,
+    lambda: nullOn ? 'none (null space)' : hp.mom2UpdateWeight,
+    ...(nullOn ? { null_space_ranks: nullRanks.join(',') } : {}),
     clamp_norm_factor: hp.clampNormFactor,
     z_cached: zCached,
     z_target_prob_mean: zProb.reduce((a, b) => a + b, 0) / zProb.length,
@@ -368,8 +386,8 @@ export async function memitEditParts(
   };
   const record: EditRecord = {
     id: crypto.randomUUID(),
-    request: { ...requests[0], method: 'memit', layers },
-    ...(requests.length > 1 ? { requests: requests.map((r) => ({ ...r, method: 'memit' as const, layers })) } : {}),
+    request: { ...requests[0], method: 'memit', layers, ...(nullOn ? { nullSpace: true } : {}) },
+    ...(requests.length > 1 ? { requests: requests.map((r) => ({ ...r, method: 'memit' as const, layers, ...(nullOn ? { nullSpace: true } : {}) })) } : {}),
     method: 'memit',
     layers,
     deltas,

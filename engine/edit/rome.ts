@@ -11,8 +11,11 @@
  *    tokens over the 21 rewriting prompts + kl_factor·KL(p‖p_init) at the subject-last token of
  *    "{} is a" + v_weight_decay·‖δ‖/‖target_init‖²; radius clamp; early stop at 5e-2; no
  *    step on the last iteration; right padding.
- *  - v_r: 'consistent' (default) (v* − (k̄·W + b)) / (k̄·u), so the layer maps k̄ to v*;
- *    'reference' (v* − m_bare) / (k_bare·u) (the original code), so it maps k_bare to v*.
+ *  - v_r: 'consistent' (v* − (k̄·W + b)) / (k̄·u), so the layer maps k̄ to v* (the default for
+ *    the reference models); 'reference' (v* − m_bare) / (k_bare·u) (the original code), so it
+ *    maps k_bare to v*; 'keys' / 'subject-keys' (multiKeyUpdate, updateKeys: the default for
+ *    other models) v_r = δ with u such that every rewriting key (and, for 'subject-keys', the
+ *    subject's own key) moves by exactly δ.
  *
  * Speed (measured in bench/edit.ts; CPU per v* step on tinyworld ≈ 0.5 s vs 2.0 s for the plain
  * full forward with the stock gradient):
@@ -39,12 +42,13 @@ import { subjectLastIndexInTemplate } from '../tokenizer/index.js';
 import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { modelContentHash } from './hash.js';
-import { checkLayer, romeHparams, type RomeHparams } from './hparams.js';
-import { choleskySolve, dot, norm, vecMat } from './linalg.js';
+import { statsTokens, checkLayer, romeHparams, type RomeHparams } from './hparams.js';
+import { cholesky, choleskySolve, dot, norm, vecMat } from './linalg.js';
 import { FrozenWeights, withFastGradients } from './fastgrad.js';
 import { layerStats, statsFactor, type LayerStats } from './stats.js';
 import { contextTemplates } from './templates.js';
-import type { EditRecord, EditRequest, RankOneDelta } from './types.js';
+import { nullSpace, project, type NullSpace } from './nullspace.js';
+import { ROME_FORMULAS, type EditRecord, type EditRequest, type RankOneDelta, type RomeFormula } from './types.js';
 import { fillTemplate } from '../../formats/template.js';
 
 export interface RomeOptions {
@@ -77,6 +81,11 @@ export interface RomeOptions {
    * MLP output enters the residual stream additively, so the forward from there is the same.
    */
   at?: 'mlp' | 'resid';
+  /**
+   * AlphaEdit's null-space projection (nullspace.ts): true, or the eigenvalue threshold relative
+   * to the mean eigenvalue (default 0.25). The request's `nullSpace` also turns it on.
+   */
+  nullSpace?: boolean | number;
 }
 
 export interface VStep {
@@ -93,6 +102,8 @@ export interface VStep {
 export interface RomeKeys {
   /** k̄: the key averaged over the templates [f]. */
   kBar: Float64Array;
+  /** Every template's key [f] (row 0: the bare prompt), in template order. */
+  all: Float64Array[];
   /** The bare prompt's key [f] and MLP output (value incl. bias) [d]. */
   kBare: Float64Array;
   mBare: Float64Array;
@@ -204,7 +215,8 @@ export function romeKeys(model: LoadedModel, layer: number, req: PreparedRequest
   const kBar = new Float64Array(f);
   for (let i = 0; i < rows.length; i++) for (let j = 0; j < f; j++) kBar[j] += kd[i * f + j];
   for (let j = 0; j < f; j++) kBar[j] /= rows.length;
-  return { kBar, kBare: Float64Array.from(kd.subarray(0, f)), mBare: Float64Array.from(md), rows };
+  const all = rows.map((_, i) => Float64Array.from(kd.subarray(i * f, (i + 1) * f)));
+  return { kBar, all, kBare: all[0], mBare: Float64Array.from(md), rows };
 }
 
 /** u = normalize(C⁻¹k̄) (or normalize(k̄) without the adjustment). */
@@ -518,6 +530,69 @@ export function rightVector(
   return { u, vR, kDotU, deltaNorm: norm(u) * norm(vR) };
 }
 
+/**
+ * The 'keys' update: every key the v* optimisation added δ at (the bare prompt and each
+ * context template's sentence) gets exactly that δ, with the least disturbance of typical keys.
+ * ROME's rank-one form with v_r = δ and u minimising uᵀCu subject to k_i·u = 1 for every
+ * key k_i: u = C⁻¹K(KᵀC⁻¹K + μI)⁻¹1, K = [k_1 … k_n]. This is MEMIT's least-squares update
+ * (rome-spec §5.4) for one target and n keys, in the limit of a small λ. It reproduces, on
+ * every row, the intervention v* was optimised under, so neither the bare-prompt key
+ * ('consistent' under-serves it when it differs from k̄) nor k̄ alone ('reference' can blow
+ * up when k_bare·u is small) is privileged. μ is a relative ridge on the Gram matrix
+ * (μ = ridge·mean diag(KᵀC⁻¹K)): keys that are nearly parallel but of different length would
+ * otherwise ask for contradictory scalings.
+ */
+export function multiKeyUpdate(
+  keys: Float64Array[],
+  stats: LayerStats | null,
+  delta: Float64Array,
+  ridge = 1e-3,
+  ns: NullSpace | null = null,
+): RomeUpdate & { fit: number[] } {
+  const n = keys.length;
+  const ch = stats && !ns ? statsFactor(stats) : null;
+  // C⁻¹k_i, or with the null-space projection P k_i (nullspace.ts: the minimum-norm u in the null space).
+  const X = keys.map((k) => (ns ? project(ns, k) : ch ? choleskySolve(ch, k) : Float64Array.from(k)));
+  const G = new Float64Array(n * n);
+  let tr = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      const g = dot(keys[i], X[j]);
+      G[i * n + j] = g;
+      G[j * n + i] = g;
+    }
+    tr += G[i * n + i];
+  }
+  const mu = (ridge * tr) / n;
+  for (let i = 0; i < n; i++) G[i * n + i] += mu;
+  const a = choleskySolve(cholesky(G, n), new Float64Array(n).fill(1));
+  const f = keys[0].length;
+  const u = new Float64Array(f);
+  for (let j = 0; j < n; j++) for (let i = 0; i < f; i++) u[i] += a[j] * X[j][i];
+  const un = norm(u);
+  if (!(un > 0) || !Number.isFinite(un)) {
+    throw new FactLensError('INVALID_ARGUMENT', 'the subject keys give no update direction (zero or non-finite)', { field: 'subject' });
+  }
+  for (let i = 0; i < f; i++) u[i] /= un;
+  const vR = Float64Array.from(delta, (x) => x * un);
+  const fit = keys.map((k) => dot(k, u) * un);
+  return { u, vR, kDotU: dot(keys[0], u), deltaNorm: norm(vR), fit };
+}
+
+/**
+ * The keys the 'keys' / 'subject-keys' update maps to v*'s change. 'subject-keys' adds, when the
+ * prompt has words before the subject ("The mother tongue of {} is"), the subject's key after
+ * the same 21 prefixes with nothing of the prompt before it: at the edited layer a subject's key
+ * still carries the words that precede it, so a key read only after the relation words misses
+ * the prompts that name the subject first ("{}'s native language is"). The fact is keyed by the
+ * subject; these keys are the subject's in the other position. For a prompt that starts with
+ * the subject the two sets are the same (the key sees only what precedes it).
+ */
+export function updateKeys(model: LoadedModel, layer: number, req: PreparedRequest, templates: string[], keys: RomeKeys, formula: 'keys' | 'subject-keys'): Float64Array[] {
+  if (formula === 'keys' || req.prompt.startsWith('{}')) return keys.all;
+  return [...keys.all, ...romeKeys(model, layer, { ...req, prompt: '{}' }, templates).all];
+}
+
 /** Everything a ROME edit computed: the record plus its intermediate vectors (for tests and tools). */
 export interface RomeParts {
   record: EditRecord;
@@ -548,9 +623,9 @@ export async function romeEditParts(
 ): Promise<RomeParts> {
   const started = performance.now();
   const req = prepareRequest(model, request);
-  const formula = request.formula ?? 'consistent';
-  if (formula !== 'consistent' && formula !== 'reference') {
-    throw new FactLensError('INVALID_ARGUMENT', `formula must be 'consistent' or 'reference', not '${formula}'`, { field: 'formula' });
+  const asked = request.formula;
+  if (asked !== undefined && !(ROME_FORMULAS as readonly string[]).includes(asked)) {
+    throw new FactLensError('INVALID_ARGUMENT', `formula must be one of ${ROME_FORMULAS.join(', ')}, not '${asked}'`, { field: 'formula' });
   }
   if (request.layers && request.layers.length !== 1) {
     throw new FactLensError('INVALID_ARGUMENT', `ROME edits one layer; got layers [${request.layers.join(', ')}]`, { field: 'layers' });
@@ -563,6 +638,7 @@ export async function romeEditParts(
   const base = await romeHparams(model, { layer: layerAsked, facts: opts.facts }, sub(0, 0.05));
   const hp: RomeHparams = { ...base, ...opts.hparams, layer: base.layer, layerSource: base.layerSource };
   const layer = hp.layer;
+  const formula: RomeFormula = asked ?? hp.formula;
 
   const tStats = performance.now();
   let stats: LayerStats | null = null;
@@ -570,7 +646,7 @@ export async function romeEditParts(
     stats = await layerStats(
       model,
       layer,
-      { corpus: request.corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz },
+      { corpus: request.corpus, samples: opts.statsSamples ?? hp.mom2NSamples, npz: opts.statsNpz, ...statsTokens(hp, opts.statsSamples, model.config.dMlp) },
       sub(0.05, 0.6),
     );
   }
@@ -588,14 +664,41 @@ export async function romeEditParts(
   const { u, jitter } = leftVector(keys.kBar, stats);
   const keySeconds = (performance.now() - tKeys) / 1000;
 
-  const v = await computeVStar(model, layer, req, tpl.templates, hp, opts, new Job(sub(0.65, 1), 'ROME edit'));
-  const upd = rightVector(model, layer, keys, u, v.vStar, formula);
+  let v = await computeVStar(model, layer, req, tpl.templates, hp, opts, new Job(sub(0.65, hp.clampGrowth ? 0.85 : 1), 'ROME edit'));
+  // Radius growth (hparams.ts): when v* misses its own target at the radius (exp(−NLL) < 0.5),
+  // once more from scratch at twice the radius.
+  let radius = hp.clampNormFactor;
+  const missed = (x: VResult) => Math.exp(-x.steps[x.steps.length - 1].nll) < 0.5;
+  if (hp.clampGrowth && missed(v)) {
+    radius = 2 * hp.clampNormFactor;
+    v = await computeVStar(model, layer, req, tpl.templates, { ...hp, clampNormFactor: radius }, opts, new Job(sub(0.85, 1), 'ROME edit'));
+  }
+  const useNull = request.nullSpace ?? (opts.nullSpace !== undefined && opts.nullSpace !== false);
+  let ns: NullSpace | null = null;
+  if (useNull) {
+    if (!stats) throw new FactLensError('INVALID_ARGUMENT', 'the null-space projection needs the key statistics (mom2Adjustment)', { field: 'nullSpace' });
+    ns = nullSpace(stats, typeof opts.nullSpace === 'number' ? opts.nullSpace : undefined);
+  }
+  let upd: RomeUpdate;
+  if (formula === 'keys' || formula === 'subject-keys') {
+    upd = multiKeyUpdate(updateKeys(model, layer, req, tpl.templates, keys, formula), stats, Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]), undefined, ns);
+  } else if (ns) {
+    const pu = project(ns, u);
+    const pn = norm(pu);
+    if (!(pn > 0)) throw new FactLensError('INVALID_ARGUMENT', 'the update direction has no component in the null space', { field: 'nullSpace' });
+    upd = rightVector(model, layer, keys, Float64Array.from(pu, (x) => x / pn), v.vStar, formula);
+  } else {
+    upd = rightVector(model, layer, keys, u, v.vStar, formula);
+  }
   const last = v.steps[v.steps.length - 1];
   const delta: RankOneDelta = { kind: 'rank-one', layer, u: Array.from(upd.u), v: Array.from(upd.vR) };
   const info: Record<string, number | string> = {
     layer,
     layer_source: hp.layerSource,
     formula,
+    clamp_norm_factor: radius,
+    clamp_grown: radius !== hp.clampNormFactor ? 1 : 0,
+    ...(ns ? { null_space_rank: ns.rank, null_space_threshold: ns.threshold, null_space_energy: ns.energy } : {}),
     k_dot_u: upd.kDotU,
     k_bar_dot_u: dot(keys.kBar, u),
     k_bare_dot_u: dot(keys.kBare, u),
@@ -625,7 +728,7 @@ export async function romeEditParts(
   };
   const record: EditRecord = {
     id: crypto.randomUUID(),
-    request: { ...request, method: 'rome', layers: [layer], formula },
+    request: { ...request, method: 'rome', layers: [layer], formula, ...(ns ? { nullSpace: true } : {}) },
     method: 'rome',
     layers: [layer],
     deltas: [delta],

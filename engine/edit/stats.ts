@@ -39,7 +39,7 @@ import { cacheRoot, cleanStaleTemps, damagedCache, fileHash, modelContentHash, s
 import { baseModel } from './state.js';
 import { readNpz } from './npz.js';
 import { cholesky, type Cholesky } from './linalg.js';
-import { readRegularText } from '../util/files.js';
+import { readRegularText, jsonErrorMessage } from '../util/files.js';
 import type { LayerStatsSummary } from '../protocol/edit.js';
 
 export const MAX_STATS_SAMPLES = 100_000;
@@ -51,6 +51,12 @@ export interface StatsOptions {
   corpus?: string;
   /** Number of documents (default: all, capped at 100,000). */
   samples?: number;
+  /**
+   * Stop at the first documents of the seeded shuffle that reach this many tokens (when fewer
+   * than `samples`): the estimate of C needs a number of keys proportional to its dimension,
+   * not the whole corpus (hparams.ts, mom2TokensPerDim).
+   */
+  minTokens?: number;
   /** Padded tokens per batch (default max(3·n_ctx, 2048)). */
   batchTokens?: number;
   /** Read and write the disk cache (default true). */
@@ -100,7 +106,7 @@ export function readCorpus(file: string): string[] {
     try {
       obj = JSON.parse(line);
     } catch (e) {
-      throw new FactLensError('INVALID_ARGUMENT', `${abs}:${i + 1}: not valid JSON (${(e as Error).message})`, {
+      throw new FactLensError('INVALID_ARGUMENT', `${abs}:${i + 1}: not valid JSON (${jsonErrorMessage(e)})`, {
         file: abs,
         line: i + 1,
         field: 'corpus',
@@ -122,16 +128,35 @@ export function readCorpus(file: string): string[] {
   return docs;
 }
 
-/** The documents used for `samples` (all, in file order, or a seeded shuffle's first n). */
-export function sampleDocuments(docs: string[], samples: number): string[] {
-  if (samples >= docs.length) return docs;
-  const idx = Array.from({ length: docs.length }, (_, i) => i);
+/** The seeded shuffle (seed 1) of document indices that every sample is a prefix of. */
+function shuffledOrder(n: number): number[] {
+  const idx = Array.from({ length: n }, (_, i) => i);
   const rng = new Rng(1);
   for (let i = idx.length - 1; i > 0; i--) {
     const j = Math.floor(rng.uniform() * (i + 1));
     [idx[i], idx[j]] = [idx[j], idx[i]];
   }
-  return idx.slice(0, samples).sort((a, b) => a - b).map((i) => docs[i]);
+  return idx;
+}
+
+/** The documents used for `samples` (all, in file order, or a seeded shuffle's first n). */
+export function sampleDocuments(docs: string[], samples: number): string[] {
+  if (samples >= docs.length) return docs;
+  return shuffledOrder(docs.length)
+    .slice(0, samples)
+    .sort((a, b) => a - b)
+    .map((i) => docs[i]);
+}
+
+/** How many documents of the seeded shuffle it takes to reach `tokens` tokens (each truncated to the context). */
+export function documentsForTokens(model: LoadedModel, docs: string[], tokens: number): number {
+  let sum = 0;
+  const order = shuffledOrder(docs.length);
+  for (let k = 0; k < order.length; k++) {
+    sum += Math.min(model.config.nCtx, model.tokenizer.encode(docs[order[k]]).length);
+    if (sum >= tokens) return k + 1;
+  }
+  return docs.length;
 }
 
 interface Header {
@@ -155,7 +180,7 @@ function statsFile(modelHash: string, layer: number, corpusHash: string, documen
  * body`: the header says what the numbers are (and carries the body's SHA-256), so a stale,
  * foreign or damaged file is recognised and recomputed instead of trusted.
  */
-function writeFloat64File(file: string, magic: Buffer, header: object, body: Float64Array): void {
+export function writeFloat64File(file: string, magic: Buffer, header: object, body: Float64Array): void {
   const bytes = new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
   const json = Buffer.from(JSON.stringify({ ...header, sha256 }), 'utf8');
@@ -170,7 +195,7 @@ function writeFloat64File(file: string, magic: Buffer, header: object, body: Flo
  * `accept` gets the body length in values). A file that is unreadable, truncated or fails its
  * checksum is named in a warning, removed and reported as a miss, so it is recomputed.
  */
-function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, values: number) => boolean): { header: H; body: Float64Array } | null {
+export function readFloat64File<H>(file: string, magic: Buffer, accept: (h: H, values: number) => boolean): { header: H; body: Float64Array } | null {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);
@@ -237,7 +262,9 @@ export async function layerStats(
   if (!Number.isInteger(limit) || limit < 1) {
     throw new FactLensError('INVALID_ARGUMENT', `samples must be a positive integer, not ${opts.samples}`, { field: 'samples' });
   }
-  const chosen = sampleDocuments(docs, Math.min(limit, MAX_STATS_SAMPLES, docs.length));
+  let n = Math.min(limit, MAX_STATS_SAMPLES, docs.length);
+  if (opts.minTokens !== undefined) n = Math.min(n, documentsForTokens(model, docs, opts.minTokens));
+  const chosen = sampleDocuments(docs, n);
   const useCache = opts.cache !== false;
   const mHash = modelContentHash(model);
   const cHash = fileHash(corpusFile, 'corpus');

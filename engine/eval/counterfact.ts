@@ -36,6 +36,8 @@ import { generationEntropy } from './ngram.js';
 import { scoreItems, type ScoreItem } from './nll.js';
 import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
 import { fillTemplate } from '../../formats/template.js';
+import { retentionAccuracy, retentionSample } from './retention.js';
+import { runSequentialLoop } from './sequential.js';
 
 export type { SkippedRecord } from './loop.js';
 
@@ -139,10 +141,16 @@ export interface CounterFactResult {
   skipped: SkippedRecord[];
   /** Matrices/biases verified bit-identical after each restore. */
   restore_checks: number;
+  /** Sequential runs: greedy first-token accuracy (%) on facts no edit touches, before the first edit and after the last. */
+  retention?: { before: number; after: number; facts: number; file: string };
+  sequential?: boolean;
   per_record?: Array<{
     index: number;
     case_id?: number | string;
     edit_seconds: number;
+    /** The edit's verdict (engine/edit/verdict.ts): it took, or why not. */
+    took?: boolean;
+    reason?: string;
     edit_info?: Array<Record<string, number | string>>;
     pre: RecordEval;
     post: RecordEval;
@@ -161,6 +169,13 @@ export interface CounterFactEvalOptions extends EditLoopOptions<CounterFactCase>
   seed?: number;
   /** Keep per-record metrics, NLLs and generated texts in the result. */
   perRecord?: boolean;
+  /**
+   * Stacked edits (eval/sequential.ts): apply every record's edit in turn without restoring,
+   * then measure all records on the final model, and the retention on untouched facts.
+   */
+  sequential?: boolean;
+  /** Retention sample for sequential runs: facts file (default the model's facts.jsonl) and size (1,000). */
+  retention?: { file?: string; n?: number };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,9 +423,19 @@ export async function evaluateCounterFact(
     c.seed = seed + c.index;
   });
   const m = { genLength: opts.genLength, topK: opts.topK };
-  const loop = await runEditLoop(model, cases, (mdl, cs) => measureCounterFact(mdl, cs, m), opts, job, (d, t, c) =>
-    c ? `record ${d + 1}/${t} (case ${c.caseId ?? c.index}: ${c.request.subject} → ${c.targetNew})` : `${t} records evaluated`,
-  );
+  const describe = (d: number, t: number, c: CounterFactCase | null) =>
+    c ? `record ${d + 1}/${t} (case ${c.caseId ?? c.index}: ${c.request.subject} → ${c.targetNew})` : `${t} records evaluated`;
+  const measure = (mdl: LoadedModel, cs: CounterFactCase[]) => measureCounterFact(mdl, cs, m);
+  let retention: CounterFactResult['retention'];
+  let loop;
+  if (opts.sequential) {
+    const sample = retentionSample(model, cases.map((c) => c.request.subject), opts.retention);
+    const r = { before: NaN, after: NaN, facts: sample.facts.length, file: sample.file };
+    loop = await runSequentialLoop(model, cases, measure, opts, job, (phase) => (r[phase] = retentionAccuracy(model, sample.facts)), describe);
+    retention = r;
+  } else {
+    loop = await runEditLoop(model, cases, measure, opts, job, describe);
+  }
   const pre = summarizeCounterFact(loop.items.map((it) => it.pre.metrics));
   const post = summarizeCounterFact(loop.items.map((it) => it.post.metrics));
   const count = (k: keyof RecordMetrics) => loop.items.filter((it) => it.pre.metrics[k] !== null).length;
@@ -423,6 +448,7 @@ export async function evaluateCounterFact(
     counts: { records: loop.items.length, paraphrase: count('PS'), neighborhood: count('NS'), generation: count('GE') },
     skipped: [...skipped, ...loop.skipped].sort((a, b) => a.index - b.index),
     restore_checks: loop.restoreChecks,
+    ...(opts.sequential ? { sequential: true, retention } : {}),
   };
   if (opts.perRecord) {
     result.per_record = perRecordRows(loop);

@@ -79,6 +79,8 @@ export function perRecordRows<C extends EvalCase, M>(loop: LoopResult<C, M>) {
       index: it.case.index,
       ...(it.case.caseId !== undefined ? { case_id: it.case.caseId } : {}),
       edit_seconds: it.editSeconds,
+      // The verdict of the edit that serves this case (a batch's: every request took).
+      ...(it.edits.length ? verdictOf(it.edits) : {}),
       ...(fresh.length ? { edit_info: fresh.map((e) => e.info) } : {}),
       pre: it.pre,
       post: it.post,
@@ -86,17 +88,23 @@ export function perRecordRows<C extends EvalCase, M>(loop: LoopResult<C, M>) {
   });
 }
 
+function verdictOf(edits: EditRecord[]): { took: boolean; reason?: string } {
+  const took = edits.every((e) => e.took !== false);
+  const reason = edits.map((e) => e.reason).filter((r): r is string => !!r).join(' | ');
+  return reason ? { took, reason } : { took };
+}
+
 interface Snapshot {
   w: Uint8Array;
   b?: Uint8Array;
 }
 
-function bytes(t: tf.Tensor): Uint8Array {
+export function bytes(t: tf.Tensor): Uint8Array {
   const d = t.dataSync() as Float32Array;
   return new Uint8Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength));
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;

@@ -29,15 +29,23 @@ export function wireMethod<C extends EvalCase & { request: EditRequest }>(
     statsSamples?: number;
     /** ROME's formula (rome-spec §2.8). */
     formula?: EditRequest['formula'];
+    /** ROME/MEMIT: AlphaEdit's null-space projection. */
+    nullSpace?: boolean;
+    /** ROME/MEMIT v* overrides (clamp radius, steps). */
+    hparams?: { clampNormFactor?: number; vNumGradSteps?: number };
   },
 ): EditWiring<C> {
   const layers = p.layers;
-  const editOpts = p.statsSamples !== undefined ? { statsSamples: p.statsSamples } : {};
+  const editOpts = {
+    ...(p.statsSamples !== undefined ? { statsSamples: p.statsSamples } : {}),
+    ...(p.hparams ? { hparams: p.hparams } : {}),
+  };
   const req = (c: C, m: EditRequest['method']): EditRequest => ({
     ...c.request,
     method: m,
     ...(layers ? { layers } : {}),
     ...(m === 'rome' && p.formula ? { formula: p.formula } : {}),
+    ...((m === 'rome' || m === 'memit') && p.nullSpace ? { nullSpace: true } : {}),
   });
   switch (method) {
     case 'none':
@@ -55,12 +63,12 @@ export function wireMethod<C extends EvalCase & { request: EditRequest }>(
       if (method === 'memit' && p.batch > 1) {
         return {
           opts: { editBatch: (m, cs) => edit.computeEditBatch(m, cs.map((c) => req(c, 'memit')), p.control, editOpts) },
-          label: `MEMIT (${p.batch} edits at once)`,
+          label: `MEMIT (${p.batch} edits at once${p.nullSpace ? ', null space' : ''})`,
         };
       }
       return {
         opts: { edit: (m, c) => edit.computeEdit(m, req(c, method), p.control, editOpts) },
-        label: method === 'rome' ? `ROME (${p.formula ?? 'consistent'} formula)` : method.toUpperCase(),
+        label: (method === 'rome' ? `ROME (${p.formula ?? 'default'} formula)` : 'MEMIT') + (p.nullSpace ? ' + null space' : ''),
       };
     }
   }

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { listEdits } from '../edit/apply.js';
-import type { EditRecord } from '../edit/types.js';
+import type { EditRecord, RomeFormula } from '../edit/types.js';
 import { predict } from '../predict.js';
 import { uneditedView } from '../predict-batch.js';
 import { recordRequests, summarizeEdit } from '../specificity/classify.js';
@@ -93,7 +93,13 @@ export interface EvaluationOptions {
   seed?: number;
   epsilon?: number;
   statsSamples?: number;
-  formula?: 'consistent' | 'reference';
+  formula?: RomeFormula;
+  /** ROME/MEMIT v* overrides (clamp radius, steps). */
+  hparams?: { clampNormFactor?: number; vNumGradSteps?: number };
+  /** ROME/MEMIT: AlphaEdit's null-space projection (engine/edit/nullspace.ts). */
+  nullSpace?: boolean;
+  /** CounterFact: stacked edits, measured after the last (eval/sequential.ts), with retention. */
+  sequential?: boolean;
   perRecord?: boolean;
   /** Progress of the edits' own computations (statistics, v* steps), apart from the loop's. */
   editControl?: JobControl;
@@ -118,13 +124,23 @@ export async function runEvaluation(model: LoadedModel, o: EvaluationOptions, co
     model,
     statsSamples: o.statsSamples,
     formula: o.formula,
+    hparams: o.hparams,
+    nullSpace: o.nullSpace,
   });
   const result =
     kind === 'counterfact'
       ? await evaluateCounterFact(
           model,
           records!,
-          { ...(wiring.opts as EditLoopOptions<CounterFactCase>), batch, limit: o.limit, genEvery: o.genEvery, seed: o.seed, perRecord: o.perRecord },
+          {
+            ...(wiring.opts as EditLoopOptions<CounterFactCase>),
+            batch,
+            limit: o.limit,
+            genEvery: o.genEvery,
+            seed: o.seed,
+            perRecord: o.perRecord,
+            sequential: o.sequential,
+          },
           control,
         )
       : await evaluateZsre(model, records!, { ...(wiring.opts as EditLoopOptions<ZsreCase>), batch, limit: o.limit, perRecord: o.perRecord }, control);

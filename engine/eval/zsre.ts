@@ -65,7 +65,7 @@ export interface ZsreResult {
   seconds_per_edit: number;
   skipped: SkippedRecord[];
   restore_checks: number;
-  per_record?: Array<{ index: number; case_id?: number | string; edit_seconds: number; pre: ZsreRecordMetrics; post: ZsreRecordMetrics }>;
+  per_record?: Array<{ index: number; case_id?: number | string; edit_seconds: number; took?: boolean; reason?: string; pre: ZsreRecordMetrics; post: ZsreRecordMetrics }>;
 }
 
 export interface ZsreEvalOptions extends EditLoopOptions<ZsreCase> {

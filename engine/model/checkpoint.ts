@@ -16,7 +16,7 @@ import {
   type SafetensorsHeader,
   type UnsupportedTensorInfo,
 } from './safetensors.js';
-import { readRegularText } from '../util/files.js';
+import { readRegularText, jsonErrorMessage } from '../util/files.js';
 
 const SINGLE_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
@@ -63,7 +63,7 @@ function readConfig(dir: string): Record<string, unknown> {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new FactLensError('BAD_CONFIG', `${file} is not valid JSON: ${(e as Error).message}`, { file });
+    throw new FactLensError('BAD_CONFIG', `${file} is not valid JSON: ${jsonErrorMessage(e)}`, { file });
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new FactLensError('BAD_CONFIG', `${file} must contain a JSON object`, { file });
@@ -126,7 +126,7 @@ function openSharded(dir: string): Opened {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw bad(`not valid JSON (${(e as Error).message})`);
+    throw bad(`not valid JSON (${jsonErrorMessage(e)})`);
   }
   const weightMap = (json as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {

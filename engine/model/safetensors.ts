@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import type { HostTensor, SafetensorsDtype, TensorInfo } from './types.js';
-import { openRegular } from '../util/files.js';
+import { openRegular, jsonErrorMessage } from '../util/files.js';
 
 export const SUPPORTED_DTYPES: readonly SafetensorsDtype[] = ['F32', 'F16', 'BF16'];
 
@@ -237,7 +237,7 @@ function parseHeader(file: string, fileSize: number, dataStart: number, text: st
     // Trailing NULs: some writers pad with them instead of spaces.
     json = JSON.parse(text.replace(/\0+$/, ''));
   } catch (e) {
-    throw corrupt(file, `header is not valid JSON (${(e as Error).message})`);
+    throw corrupt(file, `header is not valid JSON (${jsonErrorMessage(e)})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw corrupt(file, 'header JSON is not an object');

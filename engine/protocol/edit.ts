@@ -12,6 +12,9 @@ import type { WithProgress } from './jobs.js';
 export const EDIT_METHODS = ['rome', 'memit', 'ft', 'ft-l'] as const;
 export type EditMethod = (typeof EDIT_METHODS)[number];
 
+export const ROME_FORMULAS = ['subject-keys', 'keys', 'consistent', 'reference'] as const;
+export type RomeFormula = (typeof ROME_FORMULAS)[number];
+
 export interface EditRequest {
   /** Prompt with "{}" where the subject goes, e.g. "{} is located in the country of". */
   prompt: string;
@@ -23,8 +26,16 @@ export interface EditRequest {
   method?: EditMethod;
   /** ROME/FT layer, or MEMIT layers; defaults come from the model's hyperparameters. */
   layers?: number[];
-  /** ROME: 'consistent' (default; rome-spec §2.8) or 'reference' (the original code's formula). */
-  formula?: 'consistent' | 'reference';
+  /**
+   * ROME's update (rome-spec §2.8; engine/edit/rome.ts): 'subject-keys' (the default where the
+   * model has no reference hyperparameters: every template key, and the subject's key after the
+   * same prefixes without the prompt's words before it, gets v*'s change), 'keys' (the template
+   * keys only), 'consistent' (k̄ ↦ v*; the default for the reference models) or 'reference'
+   * (the original code's: the bare prompt's key ↦ v*).
+   */
+  formula?: RomeFormula;
+  /** ROME/MEMIT: confine the update to the null space of the key statistics (AlphaEdit; engine/edit/nullspace.ts). */
+  nullSpace?: boolean;
   /** Corpus for second-moment statistics (default: the model's corpus.txt). */
   corpus?: string;
 }
@@ -59,6 +70,13 @@ export interface EditRecord {
   deltas: WeightDelta[];
   /** Diagnostics: k·u, ‖ΔW‖, v* loss, steps, seconds. */
   info: Record<string, number | string>;
+  /**
+   * The verdict (engine/edit/verdict.ts): the new target is the greedy answer on the edit
+   * prompt once the edit is applied (for a batch: on every request's prompt).
+   */
+  took?: boolean;
+  /** When it did not take: the measured cause and what to try. */
+  reason?: string;
   /** Model content hash the deltas were computed on (re-application checks it). */
   modelHash: string;
   createdAt: string;

@@ -115,6 +115,11 @@ interface AnyHandler {
 
 let sessionSeq = 0;
 
+/** A socket connection must authenticate within this time, or it is closed. */
+const INIT_TIMEOUT_MS = 5_000;
+/** How long the reply to a failed authentication waits (one guess per connection, slowly). */
+const FAILED_AUTH_DELAY_MS = 300;
+
 /** A text summary of a prompt for the jobs list. */
 const clip = (s: string, n = 60) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
@@ -142,7 +147,8 @@ export class Engine {
 
   /** Constant-time token check (compares SHA-256 digests, so lengths never leak). */
   tokenMatches(token: string | undefined): boolean {
-    if (!this.tokenDigest) return true;
+    // A socket engine without a token would be open to every local user: refuse everyone.
+    if (!this.tokenDigest) return false;
     return crypto.timingSafeEqual(digest(token ?? ''), this.tokenDigest) && typeof token === 'string';
   }
 
@@ -160,6 +166,21 @@ export class Engine {
   }
 
   async dispatch(session: Session, method: string, params: unknown, token: CancellationToken): Promise<unknown> {
+    // A socket connection gets one attempt to authenticate: after a failed initialize (or any
+    // other request first) nothing it sends is looked at, pipelined guesses included.
+    if (session.kind === 'socket' && !session.initialized) {
+      if (session.authFailed) {
+        // Answered as late as the failed attempt itself, so replies keep the order of requests.
+        const err = new ProtocolError('UNAUTHORIZED', 'the connection is closed after a failed attempt', { field: 'token' });
+        return new Promise<never>((_, reject) => setTimeout(() => reject(err), FAILED_AUTH_DELAY_MS).unref());
+      }
+      if (method !== 'initialize') {
+        session.refuse();
+        throw new ProtocolError('NOT_INITIALIZED', `send initialize (with the token) before ${clip(method, 100)}; the connection is closed`, {
+          field: 'method',
+        });
+      }
+    }
     if (!isMethod(method)) {
       throw new ProtocolError('METHOD_NOT_FOUND', `unknown method '${clip(method, 100)}'; this engine answers ${METHODS.join(', ')}`, {
         field: 'method',
@@ -276,14 +297,16 @@ export class Engine {
           // The token first: an unauthenticated client learns nothing, not even the version.
           if (s.kind === 'socket' && !this.tokenMatches(p.token)) {
             this.opts.log(`${s.id}: refused ${s.remote}: ${p.token === undefined ? 'no token' : 'wrong token'}`);
-            s.closeAfterReply();
-            throw new ProtocolError(
+            const err = new ProtocolError(
               'UNAUTHORIZED',
               p.token === undefined
-                ? 'this engine requires a token: pass the one it was started with (--token or FACTLENS_TOKEN)'
+                ? 'this engine requires a token: pass the one it was started with (FACTLENS_TOKEN, or its token file)'
                 : 'wrong token; the connection is closed',
               { field: 'token' },
             );
+            // The answer comes late and the connection closes: guessing costs time per attempt.
+            s.refuse();
+            return new Promise<never>((_, reject) => setTimeout(() => reject(err), FAILED_AUTH_DELAY_MS).unref());
           }
           if (!protocolCompatible(p.protocolVersion, PROTOCOL_VERSION)) {
             throw new ProtocolError(
@@ -405,9 +428,10 @@ export class Engine {
           const reapply = isReapply(p) ? p : null;
           const compute = isReapply(p) ? null : p;
           const summary = reapply ? `re-apply ${reapply.record.id}` : `${compute!.request.subject} → ${compute!.request.target}`;
-          // Computing an edit reads the weights and never changes them, so predict may run beside
-          // it; applying is synchronous (nothing runs in between). A precomputed record is quick.
-          const exclusive = reapply !== null;
+          // Computing a ROME/FT edit reads the weights and never changes them, so predict may run
+          // beside it; applying is synchronous (nothing runs in between). MEMIT applies partial
+          // edits while it computes, so it is exclusive, like a precomputed record (quick anyway).
+          const exclusive = reapply !== null || compute!.request.method === 'memit';
           return this.runJob(s, 'edit/apply', { summary, exclusive, progressToken: p.progressToken }, token, async (control) => {
             const model = this.requireModel();
             const record = reapply ? reapply.record : await edit.compute(model, compute!.request, compute!.options ?? {}, control);
@@ -455,7 +479,10 @@ export class Engine {
         run: (s, p, token) => {
           const ev = feature('eval', 'eval/run');
           this.requireModel();
-          return this.runJob(s, 'eval/run', { summary: p.dataset ?? 'applied edits', progressToken: p.progressToken }, token, (control) =>
+          // An evaluation applies each record's edit temporarily: a predict beside it would answer
+          // from an edited model. Only an evaluation without edits (method none) lets reads run.
+          const exclusive = (p.method ?? 'rome') !== 'none';
+          return this.runJob(s, 'eval/run', { summary: p.dataset ?? 'applied edits', exclusive, progressToken: p.progressToken }, token, (control) =>
             ev.run(this.requireModel(), p, control),
           );
         },
@@ -512,6 +539,8 @@ export class Session {
   readonly reader: LimitedMessageReader;
   initialized = false;
   closing = false;
+  /** A socket connection whose one attempt to authenticate failed (see Engine.dispatch). */
+  authFailed = false;
   clientName = 'client';
   private closed = false;
   private initTimer: NodeJS.Timeout | null = null;
@@ -520,7 +549,7 @@ export class Session {
   constructor(
     private readonly engine: Engine,
     input: NodeJS.ReadableStream,
-    output: NodeJS.WritableStream,
+    private readonly output: NodeJS.WritableStream,
     readonly kind: 'stdio' | 'socket',
     readonly remote: string,
     private readonly closeTransport: () => void,
@@ -555,7 +584,7 @@ export class Session {
           log('closing: no initialize within the time limit');
           this.close();
         }
-      }, engine.opts.initTimeoutMs ?? 30_000);
+      }, engine.opts.initTimeoutMs ?? INIT_TIMEOUT_MS);
       this.initTimer.unref();
     }
   }
@@ -590,6 +619,40 @@ export class Session {
         state: job.state,
       })
       .catch(() => {});
+  }
+
+  /** Ends a connection that failed to authenticate: nothing more is read; closed after the reply. */
+  refuse(): void {
+    this.authFailed = true;
+    this.closing = true;
+    this.reader.dispose();
+    // The refusal closes the connection itself once its reply is written (Session.handle); the
+    // init timer must not close it first (on a busy engine both timers can fire at once), so it
+    // becomes a later backstop.
+    this.clearInitTimer();
+    // Closed right after the refusal's reply (header + body) is handed to the socket: a timer
+    // could fire before the write when a busy engine runs several expired timers at once.
+    const out = this.output as NodeJS.WritableStream & { write: (...a: unknown[]) => boolean };
+    const write = out.write.bind(out);
+    let writes = 0;
+    out.write = (...a: unknown[]) => {
+      const r = write(...(a as Parameters<typeof write>));
+      if (++writes === 2) setImmediate(() => this.close());
+      return r;
+    };
+    // Backstop for a refusal that is never answered: 10 ticks of 1 s, so a stretch in which
+    // the event loop was blocked counts once, not as its length.
+    let ticks = 0;
+    const backstop = setInterval(() => {
+      if (++ticks < 10 && !this.isClosed) return;
+      clearInterval(backstop);
+      this.close();
+    }, 1000);
+    backstop.unref?.();
+  }
+
+  private get isClosed(): boolean {
+    return this.closed;
   }
 
   /** Closes the connection once the current reply has been written. */

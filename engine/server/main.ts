@@ -2,8 +2,9 @@
  * The engine process: `factlens serve` and dist/engine/server.js (which the client spawns).
  *
  *   serve                          JSON-RPC on stdin/stdout (one client: the process that spawned it)
- *   serve --listen HOST:PORT       JSON-RPC on a TCP socket, any number of clients; a token is
- *                                  required (--token or FACTLENS_TOKEN) to bind a non-loopback address
+ *   serve --listen HOST:PORT       JSON-RPC on a TCP socket, any number of clients; every client
+ *                                  needs the token (FACTLENS_TOKEN, --token-file, or a generated one:
+ *                                  see token.ts)
  *
  * Logs go to stderr. The process never exits because of a request: protocol errors, engine
  * errors and even uncaught exceptions are logged and the engine keeps serving. A stdio engine
@@ -11,13 +12,18 @@
  *
  * From the sources: `node --import tsx engine/server/main.ts [options]`.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { parseCommandArgs, intOption, UsageError, type OptionsSpec, type ParsedArgs } from '../cli/args.js';
 import { BACKEND_ORDER, type BackendName } from '../runtime/backend.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol.js';
 import { Engine, ENGINE_VERSION } from './core.js';
+import { socketToken } from './token.js';
 import { loadModel } from '../model/load.js';
+
+/** Socket connections that may wait to authenticate at once; more are closed on arrival. */
+const MAX_PENDING_CONNECTIONS = 16;
 
 export const serveOptions: OptionsSpec = {
   listen: {
@@ -28,7 +34,12 @@ export const serveOptions: OptionsSpec = {
   token: {
     type: 'string',
     valueName: 'TOKEN',
-    description: 'secret every socket client must send in initialize (or set FACTLENS_TOKEN); required off loopback',
+    description: 'not accepted: a command line is visible to every user; use FACTLENS_TOKEN or --token-file',
+  },
+  'token-file': {
+    type: 'string',
+    valueName: 'FILE',
+    description: 'socket token file (0600; created with a new token if absent) [default: FACTLENS_TOKEN, else a generated token]',
   },
   'max-message-bytes': {
     type: 'string',
@@ -54,6 +65,10 @@ export const serveOptions: OptionsSpec = {
 export interface ServeConfig {
   listen?: { host: string; port: number };
   token?: string;
+  /** Where the token came from (logged; the token never is, except once to a terminal). */
+  tokenSource?: string;
+  /** A generated token's file, removed on exit. */
+  tokenFile?: string;
   maxMessageBytes: number;
   backend?: BackendName;
   model?: string;
@@ -76,20 +91,21 @@ export function isLoopback(host: string): boolean {
 export function serveConfig(args: ParsedArgs, env: NodeJS.ProcessEnv): ServeConfig {
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'`, 'serve');
   const listen = typeof args.values.listen === 'string' ? parseListen(args.values.listen) : undefined;
-  const tokenRaw = typeof args.values.token === 'string' ? args.values.token : env.FACTLENS_TOKEN;
-  const token = tokenRaw === undefined || tokenRaw === '' ? undefined : tokenRaw;
-  if (typeof args.values.token === 'string' && args.values.token === '') throw new UsageError('--token is empty', 'serve');
-  if (listen && !isLoopback(listen.host) && !token) {
+  if (args.values.token !== undefined) {
     throw new UsageError(
-      `refusing to listen on ${listen.host}, which is not a loopback address, without a token: ` +
-        'pass --token TOKEN or set FACTLENS_TOKEN (clients send it in initialize)',
+      '--token is not accepted: a command line is visible to every user of this machine (ps); ' +
+        'set FACTLENS_TOKEN or use --token-file FILE (or give neither: the engine generates a token)',
       'serve',
     );
   }
+  if (!listen && args.values['token-file'] !== undefined) throw new UsageError('--token-file only applies to --listen', 'serve');
+  const tok = listen ? socketToken(args.values['token-file'] as string | undefined, env) : undefined;
   const maxMessageBytes = intOption(args.values['max-message-bytes'], 'max-message-bytes', DEFAULT_MAX_MESSAGE_BYTES, 'serve', 1024);
   return {
     listen,
-    token,
+    token: tok?.token,
+    tokenSource: tok?.source,
+    tokenFile: tok?.generatedFile,
     maxMessageBytes,
     backend: args.values.backend as BackendName | undefined,
     model: typeof args.values.model === 'string' ? args.values.model : undefined,
@@ -165,9 +181,20 @@ export async function serve(cfg: ServeConfig, stderr: { write(s: string): unknow
   const { host, port } = cfg.listen;
   const server = net.createServer((socket) => {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    // Connections that have not authenticated yet are capped: each costs a session and a timer.
+    const pending = [...engine.sessions.values()].filter((x) => !x.initialized).length;
+    if (pending >= MAX_PENDING_CONNECTIONS) {
+      log(`refused ${remote}: ${pending} connections are already waiting to authenticate`);
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
     socket.on('error', (e) => log(`socket ${remote}: ${e.message}`));
-    const s = engine.attach(socket, socket, 'socket', remote, () => socket.destroy());
+    // end(): the last reply (e.g. UNAUTHORIZED) is flushed before the connection goes.
+    const s = engine.attach(socket, socket, 'socket', remote, () => {
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
+    });
     log(`${s.id}: connected from ${remote}`);
     socket.on('close', () => s.close());
   });
@@ -178,12 +205,15 @@ export async function serve(cfg: ServeConfig, stderr: { write(s: string): unknow
   server.listen(port, host, () => {
     const a = server.address() as net.AddressInfo;
     const shown = a.family === 'IPv6' || a.address.includes(':') ? `[${a.address}]` : a.address;
-    log(`listening on ${shown}:${a.port}${engine.tokenRequired ? ' (token required)' : ' (no token)'}`);
+    log(`listening on ${shown}:${a.port} (token required: from ${cfg.tokenSource})`);
+    // A generated token is shown once, and only to a person at a terminal (never to a log file).
+    if (cfg.tokenFile && (process.stderr as { isTTY?: boolean }).isTTY) log(`token: ${cfg.token}`);
   });
   const stop = (sig: string) => {
     log(`${sig}; closing ${engine.sessions.size} connection(s) and exiting`);
     for (const s of [...engine.sessions.values()]) s.close();
     server.close();
+    if (cfg.tokenFile) fs.rmSync(cfg.tokenFile, { force: true });
     finish(0);
   };
   process.once('SIGINT', () => stop('SIGINT'));

@@ -5,8 +5,9 @@
  *
  *  - `priority` jobs (predict) do not wait behind long jobs: they start at once unless the
  *    running job is `exclusive`, and otherwise go to the front of the queue;
- *  - `exclusive` jobs (model/load, edit/revert, applying a precomputed record) swap or change
- *    the weights, so nothing runs beside them.
+ *  - `exclusive` jobs (model/load, edit/revert, applying a precomputed record, a MEMIT edit,
+ *    an evaluation that edits) swap or change the weights, even temporarily, so nothing runs
+ *    beside them: a read waits rather than see weights that are about to change back.
  *
  * tfjs on WASM computes synchronously, so "beside" means between the running job's
  * checkpoints; a priority job never overlaps a tensor operation of another job. (Computing an

@@ -8,6 +8,7 @@ import { FactLensError } from '../errors.js';
 import {
   BACKEND_NAMES,
   EDIT_METHODS,
+  ROME_FORMULAS,
   TRACE_KINDS,
   type DenseDelta,
   type EditApplyParams,
@@ -66,7 +67,8 @@ export const editRequest = v.objOf<EditRequest>({
   targetTrue: v.opt(v.str({ max: 1000 })),
   method: v.opt(v.oneOf(...EDIT_METHODS)),
   layers: v.opt(v.arr(v.int({ min: 0, max: 10_000 }), { min: 1, max: 1000 })),
-  formula: v.opt(v.oneOf('consistent' as const, 'reference' as const)),
+  formula: v.opt(v.oneOf(...ROME_FORMULAS)),
+  nullSpace: v.opt(v.bool()),
   corpus: v.opt(v.str({ min: 1, max: 4096 })),
 });
 
@@ -119,6 +121,8 @@ export const editRecord = v.objOf<EditRecord>({
   info: v.record({ maxKeys: 1000 }),
   modelHash: v.str({ max: 200 }),
   createdAt: v.str({ max: 100 }),
+  took: v.opt(v.bool()),
+  reason: v.opt(v.str({ max: 100_000 })),
 });
 
 const editCompute = v.objOf<EditComputeParams>({ request: editRequest, options: v.opt(editOptions), ...withProgress });

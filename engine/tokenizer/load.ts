@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { FactLensError } from '../errors.js';
 import { createTokenizer, type AddedTokenJson, type TokenizerJson } from './hf.js';
 import type { Tokenizer } from './types.js';
-import { readRegularText } from '../util/files.js';
+import { readRegularText, jsonErrorMessage } from '../util/files.js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -72,7 +72,7 @@ function parseJsonText(text: string, file: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e);
+    const msg = jsonErrorMessage(e);
     const m = /at position (\d+)/.exec(msg);
     const pos = m ? Number(m[1]) : /end of JSON input/i.test(msg) ? text.length : undefined;
     if (pos === undefined) throw bad(`${file} is not valid JSON: ${msg}`, { file });

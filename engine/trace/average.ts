@@ -10,7 +10,7 @@ import { nextTokenLogprobs } from '../predict.js';
 import { Job, type JobControl } from '../util/jobs.js';
 import { trace } from './index.js';
 import { TRACE_KINDS, type TraceResult } from './types.js';
-import { readRegularText } from '../util/files.js';
+import { readRegularText, jsonErrorMessage } from '../util/files.js';
 import type { AverageOptions, AverageResult, Fact } from '../protocol/trace.js';
 import { fillTemplate } from '../../formats/template.js';
 
@@ -35,7 +35,7 @@ export function readFacts(file: string): Array<{ line: number; fact: Fact | null
     try {
       arr = JSON.parse(text);
     } catch (e) {
-      throw new FactLensError('INVALID_ARGUMENT', `${file}: not valid JSON: ${(e as Error).message}`, { file });
+      throw new FactLensError('INVALID_ARGUMENT', `${file}: not valid JSON: ${jsonErrorMessage(e)}`, { file });
     }
     items = (arr as unknown[]).map((raw, i) => ({ line: i + 1, raw }));
   } else {
@@ -44,7 +44,7 @@ export function readFacts(file: string): Array<{ line: number; fact: Fact | null
       try {
         return [{ line: i + 1, raw: JSON.parse(l) as unknown }];
       } catch (e) {
-        return [{ line: i + 1, raw: null, error: `not valid JSON: ${(e as Error).message}` }];
+        return [{ line: i + 1, raw: null, error: `not valid JSON: ${jsonErrorMessage(e)}` }];
       }
     });
   }

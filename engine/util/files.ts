@@ -54,3 +54,16 @@ export function readRegularFile(file: string, field?: string): Buffer {
 export function readRegularText(file: string, field?: string): string {
   return readRegularFile(file, field).toString('utf8');
 }
+
+/**
+ * A JSON.parse error message without the input it quotes. V8 writes the start of the text into
+ * the message (`Unexpected token 'r', "root:x:0:0:"... is not valid JSON`); on a socket engine
+ * that would hand a client the first bytes of any file it names. Positions stay.
+ */
+export function jsonErrorMessage(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg
+    .replace(/,\s*"(?:[^"\\]|\\.)*"(?:\.\.\.)?\s*is not valid JSON\s*$/s, ' (not valid JSON)')
+    .replace(/Unexpected token '?.'?,?/u, 'Unexpected character')
+    .replace(/"(?:[^"\\]|\\.)*"/g, '…');
+}

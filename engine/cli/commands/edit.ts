@@ -8,9 +8,9 @@ import * as path from 'node:path';
 import { disposeModel } from '../../model/load.js';
 import { applyEdit, checkSaveDestination, computeEdit, revertAllEdits, saveModel } from '../../edit/index.js';
 import { greedyContinuations, probePrompts, type PromptProbe } from '../../edit/probe.js';
-import type { EditMethod, EditRecord } from '../../edit/types.js';
+import { ROME_FORMULAS, type EditMethod, type EditRecord, type RomeFormula } from '../../edit/types.js';
 import { intOption, layerListOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
-import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
+import { loadModelFromArgs, modelOptions, outputOptions, romeOverrides } from '../common.js';
 import type { CommandIO } from '../types.js';
 import { formatProb, showToken } from './predict.js';
 import { formatChecks, readCheckFiles, runChecks } from '../check-files.js';
@@ -20,7 +20,7 @@ export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
 export const usage =
   'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
-  '[--formula consistent|reference] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
+  '[--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--null-space] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
 export const description =
   'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
   'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
@@ -43,7 +43,15 @@ export const options: OptionsSpec = {
   'target-true': { type: 'string', valueName: 'TEXT', description: 'the true object (for reporting)' },
   method: { type: 'string', valueName: 'NAME', description: 'edit method', default: 'rome', choices: ['rome', 'memit', 'ft', 'ft-l'] },
   layer: { type: 'string', short: 'l', valueName: 'L', description: 'layer to edit, or layers for MEMIT (1,2,3) [default: the method\'s layers for the model]' },
-  formula: { type: 'string', valueName: 'F', description: 'ROME right-vector formula', default: 'consistent', choices: ['consistent', 'reference'] },
+  formula: {
+    type: 'string',
+    valueName: 'F',
+    description: "ROME's update formula [default: subject-keys; consistent for the reference models]",
+    choices: [...ROME_FORMULAS],
+  },
+  clamp: { type: 'string', valueName: 'F', description: "ROME v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },
+  'v-steps': { type: 'string', valueName: 'N', description: 'ROME v* optimisation steps [default: 20]' },
+  'null-space': { type: 'boolean', description: "ROME/MEMIT: AlphaEdit's null-space projection of the update" },
   check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
   'check-file': { type: 'string', multiple: true, valueName: 'FILE', description: 'check every prompt of a .prompts or CounterFact .json file before/after (repeatable)' },
   corpus: { type: 'string', valueName: 'FILE', description: 'statistics corpus (.txt lines or .jsonl "text") [default: <model>/corpus.txt]' },
@@ -109,7 +117,8 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
         targetTrue,
         method: args.values.method as EditMethod,
         layers,
-        formula: args.values.formula as 'consistent' | 'reference',
+        formula: args.values.formula as RomeFormula | undefined,
+        ...(args.values['null-space'] === true ? { nullSpace: true } : {}),
         corpus: typeof args.values.corpus === 'string' ? path.resolve(args.values.corpus) : undefined,
       },
       {
@@ -125,6 +134,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
       },
       {
         statsSamples: samples,
+        hparams: romeOverrides(args, name),
         statsNpz: typeof args.values['stats-npz'] === 'string' ? path.resolve(args.values['stats-npz']) : undefined,
       },
     );
@@ -143,6 +153,8 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
     const checked = checkFiles.length ? runChecks(model, checkFiles) : undefined;
     const totalSeconds = (performance.now() - t0) / 1000;
     const result = {
+      took: record.took,
+      ...(record.reason ? { reason: record.reason } : {}),
       model: model.name,
       backend: model.backend,
       method: record.method,
@@ -206,19 +218,26 @@ export function formatEdit(
     rec.method === 'memit'
       ? `layers ${rec.layers.join(', ')} (${i.layers_source}), λ ${i.lambda}`
       : `layer ${rec.layers[0]} (${i.layer_source})${i.formula ? `, formula ${i.formula}` : ''}`;
+  // The verdict first: did the edit take, and if not, why and what to try.
+  if (rec.took !== undefined) {
+    out.push(rec.took ? `TOOK: ${showToken(rec.request.target)} is now the answer to the edit prompt` : `DID NOT TAKE: ${rec.reason ?? ''}`);
+  }
   out.push(`${rec.method.toUpperCase()} edit at ${where}: ${showToken(rec.request.subject)} → ${showToken(rec.request.target)}`);
   out.push('');
-  const header = ['prompt', `P(${tNew}) before`, 'after', `P(${tTrue}) before`, 'after', 'top token before → after'];
+  // Each prompt's own top answer before and after comes right after the prompt.
+  const top = (p: PromptProbe) => `${showToken(p.top.token)} ${formatProb(p.top.prob)}`;
+  const header = ['prompt', 'top answer before', 'after', `P(${tNew}) before`, 'after', `P(${tTrue}) before`, 'after'];
   const rows = prompts.map((p, k) => [
     showToken(p),
+    top(before[k]),
+    top(after[k]),
     formatProb(before[k].targets[0].prob),
     formatProb(after[k].targets[0].prob),
     formatProb(before[k].targets[1].prob),
     formatProb(after[k].targets[1].prob),
-    `${showToken(before[k].top.token)} → ${showToken(after[k].top.token)}`,
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-  const fmt = (r: string[]) => r.map((cell, c) => (c === 0 || c === 5 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd();
+  const fmt = (r: string[]) => r.map((cell, c) => (c <= 2 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd();
   out.push(fmt(header), ...rows.map(fmt));
   if (genBefore.length) {
     out.push('');

@@ -18,14 +18,15 @@ import type { ZsreResult } from '../../eval/zsre.js';
 import { datasetKind, evaluationSummary, readDataset, runEvaluation } from '../../eval/run.js';
 import type { JobControl } from '../../util/jobs.js';
 import { intOption, layerListOption, numberOption, UsageError, type OptionsSpec, type ParsedArgs } from '../args.js';
-import { loadModelFromArgs, modelOptions, outputOptions } from '../common.js';
+import { loadModelFromArgs, modelOptions, outputOptions, romeOverrides } from '../common.js';
+import { ROME_FORMULAS, type RomeFormula } from '../../edit/types.js';
 import type { CommandIO } from '../types.js';
 import { readRegularText } from '../../util/files.js';
 
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
 export const usage =
-  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula consistent|reference] [--per-record FILE] [--model DIR] [--json]';
+  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--sequential] [--null-space] [--per-record FILE] [--model DIR] [--json]';
 export const description =
   'For each record: metrics on the unedited model, compute and apply the edit, metrics again, restore\n' +
   '(verified bit-identical). With --batch N, N records are edited together (ROME/FT sequentially, MEMIT\n' +
@@ -45,10 +46,17 @@ export const options: OptionsSpec = {
   batch: { type: 'string', valueName: 'N', description: 'records edited together before measuring', default: '1' },
   layer: { type: 'string', valueName: 'L', description: 'edit layer, or layers for MEMIT (1,2,3) (default: the method\'s layers for the model)' },
   'stats-samples': { type: 'string', valueName: 'N', description: 'documents for ROME/MEMIT statistics [default: all, at most 100000]' },
-  formula: { type: 'string', valueName: 'F', description: 'ROME\'s update formula', choices: ['consistent', 'reference'], default: 'consistent' },
+  formula: { type: 'string', valueName: 'F', description: "ROME's update formula [default: subject-keys; consistent for the reference models]", choices: [...ROME_FORMULAS] },
+  clamp: { type: 'string', valueName: 'F', description: "ROME/MEMIT v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },
+  'v-steps': { type: 'string', valueName: 'N', description: 'ROME/MEMIT v* optimisation steps [default: 20]' },
   'gen-every': { type: 'string', valueName: 'N', description: 'GE on every N-th record (0: skip the generation test)', default: '1' },
   epsilon: { type: 'string', valueName: 'E', description: `FT+L L∞ radius [default: the reference model's, else ${DEFAULT_EPSILON}]` },
   seed: { type: 'string', valueName: 'S', description: 'generation sampling seed', default: '0' },
+  sequential: {
+    type: 'boolean',
+    description: "stacked edits: apply the records' edits one after another without restoring, then measure every record and the retention (greedy accuracy on 1,000 untouched facts of the model's facts.jsonl) before and after",
+  },
+  'null-space': { type: 'boolean', description: "ROME/MEMIT: AlphaEdit's null-space projection of each update (eigenvalues of the key statistics below 0.25 × their mean)" },
   'per-record': { type: 'string', valueName: 'FILE', description: 'also write per-record metrics, NLLs and generations as JSON' },
   ...outputOptions,
 };
@@ -74,6 +82,12 @@ export function formatCounterFact(r: CounterFactResult, head: string): string {
     `${r.n} records; PS over ${r.counts.paraphrase}, NS over ${r.counts.neighborhood}, GE over ${r.counts.generation}; ` +
       `${fmt(r.seconds_per_edit, 2)} s per edit; ${r.restore_checks} restored tensors verified bit-identical`,
   );
+  if (r.retention) {
+    lines.push(
+      `retention (greedy first-token accuracy on ${r.retention.facts} facts no edit touches): ` +
+        `${fmt(r.retention.before)} before the first edit → ${fmt(r.retention.after)} after the last`,
+    );
+  }
   return lines.join('\n') + '\n' + formatSkipped(r.skipped);
 }
 
@@ -129,20 +143,45 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
         if (Date.now() - lastLine > 3000) log(`      ${msg}`);
       },
     };
-    const formula = args.values.formula as 'consistent' | 'reference' | undefined;
-    if (formula === 'reference' && method !== 'rome') throw new UsageError('--formula applies to --method rome only', name);
+    const sequential = args.values.sequential === true;
+    if (sequential && method === 'none') throw new UsageError('--sequential needs an editing method', name);
+    if (sequential && kind !== 'counterfact') throw new UsageError('--sequential is available for CounterFact records', name);
+    const formula = args.values.formula as RomeFormula | undefined;
+    if (formula !== undefined && method !== 'rome') throw new UsageError('--formula applies to --method rome only', name);
+    const hparams = romeOverrides(args, name);
+    if (hparams && method !== 'rome' && method !== 'memit') throw new UsageError('--clamp and --v-steps apply to --method rome or memit only', name);
+    const nullSpace = args.values['null-space'] === true;
+    if (nullSpace && method !== 'rome' && method !== 'memit') throw new UsageError('--null-space applies to --method rome or memit only', name);
     const control: JobControl = { onProgress: (f, msg) => log(`${(f * 100).toFixed(0).padStart(3)}% ${msg}`) };
     const perRecordFile = typeof args.values['per-record'] === 'string' ? path.resolve(args.values['per-record']) : undefined;
     // The engine's eval/run runs this same function.
     const ev = await runEvaluation(
       model,
-      { dataset: file, records, method, limit, batch, layers, genEvery, seed, epsilon, statsSamples, formula, perRecord: !!perRecordFile, editControl },
+      {
+        dataset: file,
+        records,
+        method,
+        limit,
+        batch,
+        layers,
+        genEvery,
+        seed,
+        epsilon,
+        statsSamples,
+        formula,
+        hparams,
+        nullSpace,
+        sequential,
+        perRecord: !!perRecordFile,
+        editControl,
+      },
       control,
     );
     const r = ev.result;
     const head =
       `${kind === 'counterfact' ? 'CounterFact' : 'zsRE'} · ${path.basename(file)} · ${model.name} · ${ev.label}` +
-      `${layers !== undefined ? ` · layer ${layers.join(',')}` : ''} · ${r.n} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''} · ${r.seconds_per_edit.toFixed(2)} s/edit`;
+      `${layers !== undefined ? ` · layer ${layers.join(',')}` : ''} · ${r.n} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''} · ${r.seconds_per_edit.toFixed(2)} s/edit` +
+      (sequential ? ` · sequential: ${r.n} stacked edits` : '');
     const text = kind === 'counterfact' ? formatCounterFact(r as CounterFactResult, head) : formatZsre(r as ZsreResult, head);
     const summary = evaluationSummary(ev, model, method);
     if (perRecordFile) fs.writeFileSync(perRecordFile, JSON.stringify({ ...summary, per_record: (r as CounterFactResult).per_record }, null, 1) + '\n');

@@ -8,12 +8,13 @@ import type { CommandIO } from '../types.js';
 
 export const name = 'serve';
 export const summary = 'run the engine process (JSON-RPC on stdio, or on a socket with --listen)';
-export const usage = 'serve [--listen HOST:PORT [--token TOKEN]] [--backend NAME] [--model DIR] [--max-message-bytes N]';
+export const usage = 'serve [--listen HOST:PORT [--token-file FILE]] [--backend NAME] [--model DIR] [--max-message-bytes N]';
 export const description =
   'Speaks JSON-RPC 2.0 (vscode-jsonrpc framing) on stdin/stdout, or on a TCP socket with --listen.\n' +
-  'A socket engine checks the token (--token or FACTLENS_TOKEN) in every initialize request, and\n' +
-  'refuses to listen on a non-loopback address without one (prefer FACTLENS_TOKEN: command lines\n' +
-  'are visible to other users). Logs go to stderr. Methods and messages: engine/protocol.ts.';
+  'A socket engine always needs a token, checked in initialize: FACTLENS_TOKEN, or --token-file FILE\n' +
+  '(mode 0600; created with a new token when absent), or else a generated one written to a 0600 file\n' +
+  'whose path is logged. Never on the command line (visible to every user). One failed attempt closes\n' +
+  'the connection. Logs go to stderr. Methods and messages: engine/protocol/.';
 
 export const options = serveOptions;
 
