@@ -22,6 +22,7 @@ import { checkFilePrompts } from '../formats/check-prompts.js';
 import { formatPromptLine } from '../formats/prompt-file.js';
 import type { BenchContext, Section, SectionResult } from './types.js';
 import { bm, measure, sig } from './util.js';
+import { fillTemplate } from '../formats/template.js';
 
 const N_PROMPTS = 200;
 
@@ -36,7 +37,7 @@ export function factsPromptFile(dir: string, n = N_PROMPTS): string {
   const lines: string[] = ['# every ' + stride + 'th fact of tinyworld/facts.jsonl'];
   for (let i = 0; i < facts.length && lines.length <= n; i += stride) {
     const f = facts[i];
-    lines.push(formatPromptLine(f.prompt.replace('{}', f.subject), f.subject, f.object));
+    lines.push(formatPromptLine(fillTemplate(f.prompt, f.subject), f.subject, f.object));
   }
   return lines.join('\n') + '\n';
 }

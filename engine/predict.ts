@@ -1,5 +1,4 @@
 /** Next-token prediction for a prompt: the `factlens predict` command and `predict` request. */
-import * as tf from '@tensorflow/tfjs-core';
 import type { LoadedModel } from './model/load.js';
 import { forward } from './runtime/forward.js';
 import { padBatch } from './runtime/batch.js';

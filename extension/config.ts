@@ -43,6 +43,6 @@ function resolveFolder(folder: string): string {
 }
 
 /** The trace settings a new trace starts with. */
-export function traceSettings(cfg = readConfig()): TraceSettings & { windowIsDefault: boolean } {
-  return { samples: cfg.samples, noise: cfg.noise, window: cfg.window, windowIsDefault: cfg.window === 0 };
+export function traceSettings(cfg = readConfig()): TraceSettings {
+  return { samples: cfg.samples, noise: cfg.noise, window: cfg.window };
 }

@@ -18,6 +18,7 @@ import { factFileKind, factsOf, PROMPTS_LANGUAGE, type TraceTargetArg } from './
 import { editInputFromPromptLine, editInputFromRecord, editInputFromText, TemplateError, type EditInput } from './prompts/template.js';
 import { normalizeSelection } from './prompts/subject.js';
 import { pickSubject, type TraceRunner } from './traceCommand.js';
+import { fillTemplate } from '../formats/template.js';
 
 /** The command's direct arguments (other commands, tests). */
 export interface EditFactArgs {
@@ -132,7 +133,7 @@ export class EditRunner implements vscode.Disposable {
       ignoreFocusOut: true,
     });
     if (template === undefined) return undefined;
-    const filled = template.replace('{}', input.subject);
+    const filled = fillTemplate(template, input.subject);
     let top = '';
     try {
       const p = await this.engine.request(Predict, { prompt: filled, k: 1 });
@@ -175,7 +176,7 @@ export class EditRunner implements vscode.Disposable {
 
   /** Computes and applies the edit with progress, then shows its diff. */
   async run(request: EditRequest, input: EditInput): Promise<EditRecord | undefined> {
-    const filled = request.prompt.replace('{}', request.subject);
+    const filled = fillTemplate(request.prompt, request.subject);
     const t0 = Date.now();
     const label = `${METHOD_LABEL[request.method ?? 'rome']}: ${request.subject} → ${request.target}`;
     this.log.info(`edit ${JSON.stringify(request)}`);
@@ -282,7 +283,7 @@ export class EditRunner implements vscode.Disposable {
 
   /** Before (unedited weights) and after (as applied) for a journaled edit: nothing is recomputed. */
   private async probeDiff(record: EditRecord): Promise<EditDiff> {
-    const filled = record.request.prompt.replace('{}', record.request.subject);
+    const filled = fillTemplate(record.request.prompt, record.request.subject);
     const targetTrue = record.request.targetTrue ?? '';
     const prompts = promptsOf(filled, {});
     const targets = [record.request.target, ...(targetTrue ? [targetTrue] : [])];

@@ -8,6 +8,7 @@
 import * as vscode from 'vscode';
 import type { EditRecord } from '../engine/protocol.js';
 import type { EngineService } from './engine.js';
+import { fillTemplate } from '../formats/template.js';
 
 export const EDITS_VIEW_ID = 'factlens.edits';
 
@@ -74,7 +75,7 @@ export class EditsTreeProvider implements vscode.TreeDataProvider<EditsNode>, vs
     item.iconPath = new vscode.ThemeIcon('edit');
     item.contextValue = 'factlens.edit';
     item.tooltip = new vscode.MarkdownString(
-      `**${editLabel(r)}**\n\n\`${r.request.prompt.replace('{}', r.request.subject)}\`\n\n${editDescription(r)} · ${new Date(r.createdAt).toLocaleString()}\n\nid \`${r.id}\``,
+      `**${editLabel(r)}**\n\n\`${fillTemplate(r.request.prompt, r.request.subject)}\`\n\n${editDescription(r)} · ${new Date(r.createdAt).toLocaleString()}\n\nid \`${r.id}\``,
     );
     item.command = { command: 'factlens.edits.showDiff', title: 'Show diff', arguments: [node] };
     return item;

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { Trace, type TraceParams } from '../engine/protocol.js';
 import { TraceError, TraceProgress, TraceResultNote, TraceStarted, type EngineSummary, type TraceInput, type TraceSettings } from '../webviews/trace/protocol.js';
-import { readConfig, traceSettings } from './config.js';
+import { traceSettings } from './config.js';
 import { errorCode, errorMessage, type EngineService } from './engine.js';
 import { factFileKind, factsOf, PROMPTS_LANGUAGE, type TraceTargetArg } from './promptFiles.js';
 import { entryErrors, isBlankOrComment, parsePromptLine } from '../formats/prompt-file.js';
@@ -247,10 +247,4 @@ export function pickSubject(prompt: string): Promise<string | undefined> {
 
 function highlight(prompt: string, start: number, len: number): string {
   return `${prompt.slice(0, start)}[${prompt.slice(start, start + len)}]${prompt.slice(start + len)}`;
-}
-
-/** For the status bar: the current model and backend as text. */
-export function modelLabel(engine: EngineService): string {
-  const m = engine.status.model;
-  return m ? `${m.name} · ${m.backend}` : readConfig().modelFolder || 'tinyworld';
 }

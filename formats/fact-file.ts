@@ -7,6 +7,7 @@
  * Pure functions (no `vscode` import). Lines and columns are 0-based.
  */
 import type { PromptDiagnostic } from './prompt-file.js';
+import { fillTemplate } from './template.js';
 
 export interface FactRecord {
   /** 0-based line of the record's `requested_rewrite` key (or of the record's start). */
@@ -86,7 +87,7 @@ function recordOf(v: unknown): { ok: Omit<FactRecord, 'line' | 'column'> } | { e
   const neighborhood = strings(v.neighborhood_prompts);
   return {
     ok: {
-      prompt: template.replace('{}', subject).trim(),
+      prompt: fillTemplate(template, subject).trim(),
       subject,
       template: template.trim(),
       ...(paraphrases.length ? { paraphrases } : {}),

@@ -183,3 +183,28 @@ describe('factlens --version and --help', () => {
     }
   });
 });
+
+describe('factlens trace: the quality verdict', () => {
+  // A misspelt fact the model does not know: the trace means nothing, and says so.
+  const WEAK = ['trace', 'The captial of [Frnace] is', '--samples', '10', '--kind', 'hidden', ...BACKEND_ARGS];
+
+  test('the text output has a quality line naming why; --json has the verdict and per-cell standard errors', async () => {
+    const text = await factlens([...WEAK, '--quiet']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^quality: MEANINGLESS TRACE — clean p\(" a"\) [\d.]+% is not above the corrupted [\d.]+%/m);
+    const r = await factlens([...WEAK, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.quality.verdict, 'meaningless');
+    assert.ok(out.clean_prob <= out.corrupted_prob, `clean ${out.clean_prob} vs corrupted ${out.corrupted_prob}`);
+    assert.ok(out.quality.reasons.length >= 1);
+    const [lo, hi] = out.quality.color_domain;
+    assert.equal(lo, out.corrupted_prob);
+    assert.ok(hi >= lo + 0.1, `colour domain ${lo}..${hi}`);
+    // One standard error per score cell, positive where the corrupted samples differ.
+    assert.equal(out.stderr.hidden.length, out.scores.hidden.length);
+    out.stderr.hidden.forEach((row: number[], t: number) => assert.equal(row.length, out.scores.hidden[t].length));
+    assert.ok(out.corrupted_stderr > 0);
+    assert.ok(out.stderr.hidden.flat().every((x: number) => Number.isFinite(x) && x >= 0));
+  });
+});

@@ -189,12 +189,13 @@ describe('heatmap specs (recorded trace)', () => {
   const r = JSON.parse(read('test/fixtures/trace-alafield.json')) as TraceResult;
   const theme: Theme = { kind: 'dark', highContrast: false, foreground: '#ccc', descriptionForeground: '#999', background: '#1f1f1f', border: '#444', fontFamily: 'sans-serif', fontSize: 13 };
 
-  test('subject tokens starred; colour floor is the corrupted probability', () => {
+  test('subject tokens starred; colour scale from the corrupted p to the clean p (or the peak, or corrupted + 0.1)', () => {
     assert.deepEqual(tokenLabels(r), ['The', ' headquarters', ' of', ' Al*', 'af*', 'ield*', ' is', ' in']);
     for (const k of ['hidden', 'mlp', 'attn'] as const) {
       const [lo, hi] = colorDomain(r, k);
       assert.equal(lo, r.corrupted_prob);
-      assert.equal(hi, Math.max(...r.scores[k]!.flat()));
+      // One scale for the three charts: full colour is the clean p (the engine's rule, quality.ts).
+      assert.equal(hi, Math.max(...(['hidden', 'mlp', 'attn'] as const).flatMap((j) => r.scores[j]!.flat()), r.clean_prob, r.corrupted_prob + 0.1));
       const spec = heatmapSpec(r, k, theme) as { encoding: { color: { scale: { scheme: string; domain: number[]; clamp: boolean } } } };
       assert.deepEqual(spec.encoding.color.scale.domain, [lo, hi]);
       assert.equal(spec.encoding.color.scale.clamp, true);

@@ -123,6 +123,10 @@ test('fast equals naive (hidden, windows, severed paths) on prompts outside the 
     assert.ok(Math.abs(fast.corrupted_prob - naive.corrupted_prob) < 1e-5);
     const worst = maxScoreDiff(fast, naive);
     assert.ok(worst < 1e-5, `${prompt}: max difference ${worst}`);
+    // Standard errors across the samples, cell by cell, agree too.
+    assert.ok(maxScoreDiff({ scores: fast.stderr } as TraceResult, { scores: naive.stderr }) < 1e-5, `${prompt}: standard errors`);
+    assert.ok(Math.abs(fast.corrupted_stderr - naive.corrupted_stderr) < 1e-6);
+    assert.deepEqual(fast.quality.verdict, naive.quality.verdict);
     for (const k of ['mlp', 'attn'] as const) {
       fast.severed![k]!.forEach((row, t) =>
         row.forEach((v, l) => assert.ok(Math.abs(v - naive.severed![k]![t][l]) < 1e-5, `severed ${k} [${t}][${l}]`)),

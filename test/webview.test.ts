@@ -29,6 +29,8 @@ const SHOTS = path.join(ROOT, 'test-output', 'screenshots');
 const fixture = (name: string) => JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', name), 'utf8')) as TraceResult;
 const alafield = fixture('trace-alafield.json');
 const france = fixture('trace-france.json');
+// A misspelt fact the model does not know ("The captial of [Frnace] is"): its verdict is 'meaningless'.
+const frnace = fixture('trace-frnace.json');
 
 function resultMessage(r: TraceResult, runId = 1): TraceResultMessage {
   return {
@@ -139,7 +141,7 @@ describe('trace webview (headless Chromium, built bundle)', { skip }, () => {
     assert.equal(s.answer, JSON.stringify(alafield.answer.token));
     assert.equal(s.clean, alafield.clean_prob.toFixed(4));
     assert.equal(s.corrupted, alafield.corrupted_prob.toFixed(4));
-    assert.equal(s.backend, 'wasm');
+    assert.equal(s.backend, alafield.backend);
     assert.equal(s.model, 'tinyworld');
     assert.match(s.time!, /^\d+(\.\d+)? (ms|s)$/);
     assert.equal(s.samples, String(alafield.samples));
@@ -253,6 +255,69 @@ describe('trace webview (headless Chromium, built bundle)', { skip }, () => {
     const s = await snapshot(page);
     assert.equal(s.answer, JSON.stringify(france.answer.token));
     assert.equal(s.charts.length, 3);
+    await page.close();
+  });
+
+  test('a trace that shows nothing says so in a banner, and its colours are not stretched', async () => {
+    assert.equal(frnace.quality.verdict, 'meaningless');
+    const page = await open('dark');
+    await show(page, frnace);
+    const banner = await page.evaluate(() => {
+      const el = document.querySelector('fl-trace-view')!.shadowRoot!.querySelector('.quality');
+      return el ? { verdict: el.getAttribute('data-verdict'), items: [...el.querySelectorAll('li')].map((li) => li.textContent ?? '') } : null;
+    });
+    assert.ok(banner, 'a quality banner');
+    assert.equal(banner.verdict, 'meaningless');
+    assert.deepEqual(banner.items, frnace.quality.reasons);
+    assert.ok(banner.items.some((r) => /not above the corrupted/.test(r)), banner.items.join(' | '));
+    // The colour scale spans at least 0.1 above the corrupted p (the scores move by ~0.01), so the
+    // cells stay near the light end: the darkest is lighter than a strong trace's darkest.
+    const [lo, hi] = frnace.quality.color_domain;
+    assert.ok(hi - lo >= 0.1 - 1e-12, `colour domain ${lo}..${hi}`);
+    const s = await snapshot(page);
+    const lum = (f: string | null) => {
+      const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(f ?? '') ?? /rgb\((\d+),\s*(\d+),\s*(\d+)\)/.exec(f ?? '');
+      assert.ok(m, `a colour: ${f}`);
+      const c = m![0].startsWith('#') ? [1, 2, 3].map((i) => parseInt(m![i], 16)) : [1, 2, 3].map((i) => Number(m![i]));
+      return c[0] + c[1] + c[2];
+    };
+    const weakDarkest = Math.min(...s.charts[0].fills.map(lum));
+    await show(page, alafield);
+    const strong = await snapshot(page);
+    assert.equal(alafield.quality.verdict, 'ok');
+    const strongDarkest = Math.min(...strong.charts[0].fills.map(lum));
+    assert.ok(weakDarkest > strongDarkest + 150, `weak trace's darkest cell ${weakDarkest} vs a strong trace's ${strongDarkest}`);
+    assert.equal(await page.evaluate(() => !!document.querySelector('fl-trace-view')!.shadowRoot!.querySelector('.quality')), false, 'no banner on a strong trace');
+    await show(page, frnace);
+    await page.screenshot({ path: path.join(SHOTS, 'webview-trace-weak.png'), fullPage: true });
+    await page.close();
+  });
+
+  test('the charts use the panel width, and a tooltip at the right edge stays inside the view', async () => {
+    const page = await open('dark', 1280);
+    await show(page, alafield);
+    const widths = await page.evaluate(() =>
+      [...document.querySelector('fl-trace-view')!.shadowRoot!.querySelectorAll('fl-heatmap')].map((m) => m.shadowRoot!.querySelector('.chart svg')!.getBoundingClientRect()),
+    );
+    const used = Math.max(...widths.map((r) => r.right)) - Math.min(...widths.map((r) => r.left));
+    assert.ok(used > 0.8 * 1280, `the three charts span ${used} of 1280 px`);
+    // Hover the last layer of the first token in the rightmost chart (attention), by its legend.
+    const L = alafield.scores.attn![0].length;
+    const box = await page.evaluate((i) => {
+      const map = document.querySelector('fl-trace-view')!.shadowRoot!.querySelector('fl-heatmap[kind="attn"]')!;
+      const r = [...map.shadowRoot!.querySelectorAll('.mark-rect.role-mark path, .mark-rect.role-mark rect')][i].getBoundingClientRect();
+      return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+    }, L - 1);
+    await page.mouse.move(box.x, box.y);
+    await page.waitForFunction(() =>
+      document.querySelector('fl-trace-view')!.shadowRoot!.querySelector('fl-heatmap[kind="attn"]')!.shadowRoot!.querySelector('.tooltip.visible'),
+    );
+    const tip = await page.evaluate(() => {
+      const r = document.querySelector('fl-trace-view')!.shadowRoot!.querySelector('fl-heatmap[kind="attn"]')!.shadowRoot!.querySelector('.tooltip')!.getBoundingClientRect();
+      return { left: r.left, right: r.right, width: window.innerWidth };
+    });
+    assert.ok(tip.right <= tip.width && tip.left >= 0, `tooltip ${tip.left}..${tip.right} inside 0..${tip.width}`);
+    await page.screenshot({ path: path.join(SHOTS, 'webview-tooltip-edge.png') });
     await page.close();
   });
 

@@ -40,11 +40,3 @@ export function webviewHtml(o: WebviewHtmlOptions): string {
 </body>
 </html>`;
 }
-
-/** A nonce: 32 random characters. */
-export function makeNonce(random: () => number = Math.random): string {
-  const chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  let s = '';
-  for (let i = 0; i < 32; i++) s += chars[Math.floor(random() * chars.length)];
-  return s;
-}

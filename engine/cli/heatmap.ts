@@ -25,7 +25,7 @@ export function renderHeatmap(r: TraceResult, kind: TraceKind, color: boolean): 
   const scores = r.scores[kind];
   if (!scores) return '';
   const floor = r.corrupted_prob;
-  let max = floor;
+  let max = -Infinity;
   let peak = { t: 0, l: 0 };
   scores.forEach((row, t) =>
     row.forEach((v, l) => {
@@ -35,7 +35,10 @@ export function renderHeatmap(r: TraceResult, kind: TraceKind, color: boolean): 
       }
     }),
   );
-  const span = Math.max(max - floor, 1e-9);
+  // Shading follows the result's colour scale (quality.color_domain): full shade is the clean p,
+  // so a weak trace is drawn faint rather than stretched.
+  const [lo, hi] = r.quality.color_domain;
+  const span = Math.max(hi - lo, 1e-9);
   const labels = r.tokens.map((tok, t) => {
     const star = t >= r.subject_range[0] && t < r.subject_range[1] ? '*' : ' ';
     return `${JSON.stringify(tok)}${star}`;
@@ -48,7 +51,7 @@ export function renderHeatmap(r: TraceResult, kind: TraceKind, color: boolean): 
   lines.push(`${' '.repeat(width)}  ${Array.from({ length: L }, (_, l) => String(l).padStart(2)).join(' ')}   layer`);
   scores.forEach((row, t) => {
     const cells = row.map((v, l) => {
-      const x = Math.max(0, Math.min(1, (v - floor) / span));
+      const x = Math.max(0, Math.min(1, (v - lo) / span));
       const mark = t === peak.t && l === peak.l ? '◆' : ' ';
       if (color) {
         const ramp = RAMPS[kind];
@@ -69,6 +72,18 @@ function fmt(p: number): string {
   return p.toFixed(3);
 }
 
+/** The trace's quality verdict in one line: what it shows, or why it shows nothing. */
+export function qualityLine(r: TraceResult): string {
+  const q = r.quality;
+  if (q.verdict === 'ok') {
+    const p = q.peak;
+    const peak = p ? `, peak indirect effect +${(100 * p.effect).toFixed(1)}% ± ${(100 * p.stderr).toFixed(1)}% (${p.kind}, layer ${p.layer})` : '';
+    return `quality: ok — total effect ${(100 * q.total_effect).toFixed(1)}%${peak}`;
+  }
+  const label = q.verdict === 'weak' ? 'WEAK TRACE' : 'MEANINGLESS TRACE';
+  return `quality: ${label} — ${q.reasons.join('; ')}`;
+}
+
 export function renderTrace(r: TraceResult, color: boolean): string {
   const out: string[] = [];
   out.push(`prompt: ${JSON.stringify(r.prompt)}   subject: ${JSON.stringify(r.subject)} (tokens ${r.subject_range[0]}–${r.subject_range[1] - 1}, starred)`);
@@ -76,6 +91,7 @@ export function renderTrace(r: TraceResult, color: boolean): string {
     `answer: ${JSON.stringify(r.answer.token)}  clean p=${fmt(r.clean_prob)}  corrupted p=${fmt(r.corrupted_prob)}  ` +
       `noise ν=${r.noise_scale.toPrecision(4)} × ${r.samples} samples`,
   );
+  out.push(qualityLine(r));
   out.push(`backend ${r.backend} · ${r.elapsed_ms} ms · ${r.work.token_layers} token-layer evaluations (naive: ${r.work.naive_token_layers})`);
   out.push('');
   for (const k of r.kinds) out.push(renderHeatmap(r, k, color));

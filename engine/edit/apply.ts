@@ -16,6 +16,7 @@ import { computeRome, type RomeOptions } from './rome.js';
 import { checkDelta, editState, rebuildLayer } from './state.js';
 import { attachVerdict } from './verdict.js';
 import type { EditMethod, EditRecord, EditRequest } from './types.js';
+import { fillTemplate } from '../../formats/template.js';
 
 /** Options every method accepts (method-specific ones are passed through). */
 export type ComputeOptions = RomeOptions & {
@@ -89,7 +90,7 @@ export async function computeEdit(
 /** PROMPT_TOO_LONG, naming the field, when the edit prompt followed by its target cannot fit the context. */
 function checkRequestLength(model: LoadedModel, request: EditRequest): void {
   if (typeof request?.prompt !== 'string' || typeof request.subject !== 'string' || typeof request.target !== 'string') return;
-  const filled = request.prompt.includes('{}') ? request.prompt.replace('{}', request.subject) : request.prompt;
+  const filled = fillTemplate(request.prompt, request.subject);
   const p = model.tokenizer.encode(filled).length;
   const limit = model.config.nCtx;
   if (p > limit) {

@@ -59,6 +59,7 @@ import { setWeightMatMul, type WeightMatMul } from '../runtime/decoder-forward.j
 import { prepareRequest } from './rome.js';
 import { encodeF32 } from './state.js';
 import type { DenseDelta, EditRecord, EditRequest } from './types.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export const FT_LR = 5e-4;
 export const FT_STEPS = 25;
@@ -294,7 +295,7 @@ export async function computeFT(model: LoadedModel, request: EditRequest, opts: 
   const req = prepareRequest(model, request);
   // The layer choice may run causal tracing once per model (then cached): its progress is ours.
   const hp = await ftHparams(model, opts, request.layers, control);
-  const promptIds = model.tokenizer.encode(req.prompt.replace('{}', req.subject));
+  const promptIds = model.tokenizer.encode(fillTemplate(req.prompt, req.subject));
   const obj = ftObjective(model, promptIds, req.targetIds, hp.layers, { maskId: model.tokenizer.eosId, fastGrad: opts.fastGrad });
   const beta1 = 0.9;
   const beta2 = 0.999;

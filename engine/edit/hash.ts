@@ -27,12 +27,6 @@ export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(os.homedir(), '.cache', 'factlens');
 }
 
-/** `<cache root>/<sub>`, created on demand. */
-export function cacheDir(sub: string): string {
-  const dir = path.join(cacheRoot(), sub);
-  fs.mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 /** Temporary files of writeAtomic: `<name>.tmp-<pid>-<random>`. */
 const TEMP_FILE = /\.tmp-(\d+)-[0-9a-f]{8}$/;

@@ -49,6 +49,7 @@ import { layerStats, statsFactor, type LayerStats } from './stats.js';
 import { contextTemplates } from './templates.js';
 import { nullSpace, project, type NullSpace } from './nullspace.js';
 import { ROME_FORMULAS, type EditRecord, type EditRequest, type RankOneDelta, type RomeFormula } from './types.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export interface RomeOptions {
   /** Hyperparameter overrides (layer, steps, lr, ...). */
@@ -167,14 +168,9 @@ export function prepareRequest(model: LoadedModel, req: EditRequest): PreparedRe
   return { prompt, subject, target, targetIds };
 }
 
-function fill(template: string, prompt: string): string {
-  const at = template.indexOf('{}');
-  return template.slice(0, at) + prompt + template.slice(at + 2);
-}
-
 /** The template sentence (with the prompt) tokenized per §2.4, with the subject-last index. */
 export function templateRow(model: LoadedModel, template: string, req: PreparedRequest): { ids: number[]; index: number } {
-  const r = subjectLastIndexInTemplate(model.tokenizer, fill(template, req.prompt), req.subject);
+  const r = subjectLastIndexInTemplate(model.tokenizer, fillTemplate(template, req.prompt), req.subject);
   return { ids: r.ids, index: r.lastSubjectIndex };
 }
 

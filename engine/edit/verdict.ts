@@ -14,6 +14,7 @@ import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
 import { applyEdit, revertEdit } from './apply.js';
 import type { EditRecord, EditRequest } from './types.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export interface EditVerdict {
   took: boolean;
@@ -29,7 +30,7 @@ export interface EditVerdict {
 const withSpace = (t: string) => (t.startsWith(' ') ? t : ` ${t}`);
 
 function filledPrompt(r: EditRequest): string {
-  return r.prompt.includes('{}') ? r.prompt.replace('{}', r.subject.trim()) : r.prompt;
+  return fillTemplate(r.prompt, r.subject.trim());
 }
 
 /** Greedy check of each request on the model as it is now (one batched forward). */

@@ -35,6 +35,7 @@ import { generateTexts } from './generation.js';
 import { generationEntropy } from './ngram.js';
 import { scoreItems, type ScoreItem } from './nll.js';
 import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
+import { fillTemplate } from '../../formats/template.js';
 import { retentionAccuracy, retentionSample } from './retention.js';
 import { runSequentialLoop } from './sequential.js';
 
@@ -245,7 +246,7 @@ export function parseCounterFactRecord(raw: unknown, index: number, model?: Load
   if (typeof attr === 'string') return bad(attr);
   const gen = promptList(r.generation_prompts, 'generation_prompts', false);
   if (typeof gen === 'string') return bad(gen);
-  const rewritePrompt = prompt.replace('{}', subject);
+  const rewritePrompt = fillTemplate(prompt, subject);
   const targetNew = tNew.trim();
   const targetTrue = tTrue.trim();
   if (model) {

@@ -19,11 +19,6 @@ import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
 import { logSumExpRows } from '../runtime/logsumexp.js';
 
-export interface ScoreRow {
-  prefix: number[];
-  target: number[];
-}
-
 /** One prefix with several targets (e.g. target_new and target_true after one prompt). */
 export interface ScoreItem {
   prefix: number[];
@@ -141,14 +136,6 @@ export function scoreItems(model: DecoderModel, items: ScoreItem[], opts: ScoreO
   return out;
 }
 
-/** Scores (prefix, target) rows; the result is in row order. */
-export function scoreTargets(model: DecoderModel, rows: ScoreRow[], opts: ScoreOptions = {}): TargetScore[] {
-  return scoreItems(
-    model,
-    rows.map((r) => ({ prefix: r.prefix, targets: [r.target] })),
-    opts,
-  ).map((x) => x[0]);
-}
 
 /** Argmax of the next-token logits after each row (its last real token), batched. */
 export function nextTokenArgmax(model: DecoderModel, rows: number[][], opts: ScoreOptions = {}): number[] {

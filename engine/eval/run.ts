@@ -34,6 +34,7 @@ import {
 import { evaluateZsre, type ZsreCase, type ZsreResult } from './zsre.js';
 import type { EditLoopOptions } from './loop.js';
 import { wireMethod, type EvalMethod } from './methods.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export type DatasetKind = 'counterfact' | 'zsre';
 
@@ -182,7 +183,7 @@ async function evaluateApplied(model: LoadedModel, ids: string[] | undefined, re
       const index = cases.length + skipped.length;
       const match = byRecord.get(`${q.subject.trim()}\u0000${q.target.trim()}`);
       // The true object defaults to what the unedited model answers on the edit prompt.
-      const filled = q.prompt.includes('{}') ? q.prompt.replace('{}', q.subject) : q.prompt;
+      const filled = fillTemplate(q.prompt, q.subject);
       const targetTrue = q.targetTrue ?? match?.requested_rewrite.target_true.str ?? predict(base, filled, 1).top[0].token.trim();
       const raw: CounterFactRecord = {
         case_id: rec.id,

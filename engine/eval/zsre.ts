@@ -24,6 +24,7 @@ import { Rng } from '../util/rng.js';
 import { nextTokenArgmax } from './nll.js';
 import { perRecordRows, runEditLoop, type EditLoopOptions, type EvalCase, type SkippedRecord } from './loop.js';
 import { readRegularText } from '../util/files.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export interface ZsreRecord {
   subject: string;
@@ -109,7 +110,7 @@ export function parseZsreRecord(raw: unknown, index: number, model: LoadedModel,
     caseId,
     record: rec,
     request: { prompt, subject: rec.subject, target, targetTrue: '<|endoftext|>' },
-    rewrite: rows(prompt.replace('{}', rec.subject), targetToks),
+    rewrite: rows(fillTemplate(prompt, rec.subject), targetToks),
     paraphrase: rows(rec.rephrase, targetToks),
     neighborhood: rows(rec.loc + locJoiner, locToks),
   };
@@ -219,10 +220,10 @@ export function buildTinyworldZsre(factsFile: string, relationsFile: string, opt
     out.push({
       case_id: out.length,
       subject: f.subject,
-      src: f.prompt.replace('{}', f.subject),
-      rephrase: alt.replace('{}', f.subject),
+      src: fillTemplate(f.prompt, f.subject),
+      rephrase: fillTemplate(alt, f.subject),
       answers: [others[Math.floor(rng.uniform() * others.length)]],
-      loc: loc.prompt.replace('{}', loc.subject),
+      loc: fillTemplate(loc.prompt, loc.subject),
       loc_ans: loc.object,
     });
   }

@@ -37,6 +37,28 @@ export interface TraceAnswer {
 }
 
 /** JSON has no NaN: a trace cell that is not computed arrives as null. */
+/**
+ * Whether a trace shows anything (engine/trace/quality.ts): 'meaningless' when the model does not
+ * predict the expected answer or corrupting the subject does not lower p(answer); 'weak' when
+ * the total effect is below 10 points, the corrupted runs still predict the answer, or the peak
+ * indirect effect is within 2 standard errors of the samples' noise; otherwise 'ok'. `reasons`
+ * says which checks failed, in words (the CLI prints them, the panel shows them in a banner).
+ */
+export interface TraceQuality {
+  verdict: 'ok' | 'weak' | 'meaningless';
+  reasons: string[];
+  /** clean_prob − corrupted_prob. */
+  total_effect: number;
+  /** The largest indirect effect (score − corrupted_prob) of any kind, and its cell's standard error. */
+  peak: { kind: TraceKind; token: number; layer: number; effect: number; stderr: number } | null;
+  /**
+   * [low, high] of the colour scale of every heatmap: from the corrupted p to the largest of the
+   * peak score, the clean p and corrupted p + 0.1, so a trace that moves p by 0.01 is drawn
+   * faint, never stretched over the whole ramp.
+   */
+  color_domain: [number, number];
+}
+
 export interface TraceResult {
   prompt: string;
   subject: string;
@@ -55,6 +77,11 @@ export interface TraceResult {
   kinds: TraceKind[];
   /** scores[kind][token][layer]: mean p(answer) over corrupted rows with that restoration. */
   scores: Partial<Record<TraceKind, number[][]>>;
+  /** stderr[kind][token][layer]: standard error of that mean across the samples (0 for one sample). */
+  stderr: Partial<Record<TraceKind, number[][]>>;
+  /** Standard error of corrupted_prob across the samples. */
+  corrupted_stderr: number;
+  quality: TraceQuality;
   /** Severed paths: scores of hidden restorations with MLP / attention frozen at token t. */
   severed?: Partial<Record<'mlp' | 'attn', number[][]>>;
   method: 'fast' | 'naive';

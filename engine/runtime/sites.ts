@@ -18,16 +18,6 @@ export const site = {
   finalNorm: SITE_FINAL_NORM,
 };
 
-/** All site names of a model with `nLayer` blocks, in forward order. */
-export function allSites(nLayer: number): string[] {
-  const out = [SITE_EMBED];
-  for (let l = 0; l < nLayer; l++) {
-    out.push(site.residPre(l), site.attnOut(l), site.mlpPost(l), site.mlpOut(l), site.residPost(l));
-  }
-  out.push(SITE_FINAL_NORM);
-  return out;
-}
-
 const SITE_RE = /^(hook_embed|ln_final\.hook_normalized|blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_mlp_out|mlp\.hook_post|hook_resid_post))$/;
 
 /** Parses a site name; null when it is not one. */

@@ -9,9 +9,10 @@ import type { LoadedModel } from '../model/load.js';
 import { nextTokenLogprobs } from '../predict.js';
 import { Job, type JobControl } from '../util/jobs.js';
 import { trace } from './index.js';
-import { TRACE_KINDS, type TraceKind, type TraceOptions, type TraceResult } from './types.js';
+import { TRACE_KINDS, type TraceResult } from './types.js';
 import { readRegularText, jsonErrorMessage } from '../util/files.js';
 import type { AverageOptions, AverageResult, Fact } from '../protocol/trace.js';
+import { fillTemplate } from '../../formats/template.js';
 
 export type { AverageOptions, AverageResult, Fact };
 
@@ -62,7 +63,7 @@ export function readFacts(file: string): Array<{ line: number; fact: Fact | null
 }
 
 export function fillPrompt(f: Fact): string {
-  return f.prompt.includes('{}') ? f.prompt.replace('{}', f.subject) : f.prompt;
+  return fillTemplate(f.prompt, f.subject);
 }
 
 /** Bucket index lists of one trace's token positions (a position may fall in two buckets). */

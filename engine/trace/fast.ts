@@ -19,6 +19,7 @@ import type { Job } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { answerProbsAsync, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
 import { vocabQueryAsync } from '../runtime/vocab.js';
+import { sampleMean } from './stats.js';
 import type { RawTrace } from './naive.js';
 
 /** Rows × tokens per batched block call; bounds memory on large models. */
@@ -46,7 +47,10 @@ function cleanSite(m: Mod): string {
 }
 
 /** Clean run (one row) and corrupted run (n rows, block by block), keeping what restorations reuse. */
-async function buildCache(p: Prepared, restorationList: Restoration[]): Promise<{ cache: Cache; answerId: number; cleanProb: number; corruptedProb: number }> {
+async function buildCache(
+  p: Prepared,
+  restorationList: Restoration[],
+): Promise<{ cache: Cache; answerId: number; greedyId: number; cleanProb: number; corrupted: { mean: number; stderr: number } }> {
   const m = p.model;
   const L = m.config.nLayer;
   const T = p.ids.length;
@@ -99,8 +103,8 @@ async function buildCache(p: Prepared, restorationList: Restoration[]): Promise<
     const q = await vocabQueryAsync(m, built.cleanRow, [p.expectedId ?? 0]);
     const answerId = p.expectedId ?? q.argmax[0];
     const cleanProb = Math.exp(p.expectedId === null ? q.maxLogprob[0] : q.logprob[0]);
-    const corruptedProb = (await answerProbsAsync(m, built.last, answerId)).reduce((a, x) => a + x, 0) / n;
-    return { cache: built.cache, answerId, cleanProb, corruptedProb };
+    const corrupted = sampleMean(await answerProbsAsync(m, built.last, answerId), 0, n);
+    return { cache: built.cache, answerId, greedyId: q.argmax[0], cleanProb, corrupted };
   } finally {
     tf.dispose([built.cleanRow, built.last]);
   }
@@ -146,7 +150,9 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   const L = m.config.nLayer;
   const T = p.ids.length;
   const n = p.samples;
-  const { cache, answerId, cleanProb, corruptedProb } = await buildCache(p, restorationList);
+  const { cache, answerId, greedyId, cleanProb, corrupted } = await buildCache(p, restorationList);
+  const corruptedProb = corrupted.mean;
+  const stderr = new Array<number>(restorationList.length).fill(NaN);
   const scores = new Array<number>(restorationList.length).fill(NaN);
   let tokenLayers = 2 * T * L; // the clean and the corrupted run
   // The key/value projections' share of a block's matmul work per token.
@@ -169,6 +175,7 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   restorationList.forEach((r, i) => {
     if (noop(r)) {
       scores[i] = corruptedProb;
+      stderr[i] = corrupted.stderr;
       done++;
     }
   });
@@ -246,9 +253,11 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
             const probs = await answerProbsAsync(m, result.lastRows!, answerId);
             result.lastRows!.dispose();
             chunkNodes.forEach((node, k) => {
-              let sum = 0;
-              for (let i = 0; i < n; i++) sum += probs[k * n + i];
-              for (const member of node.members) scores[member] = sum / n;
+              const cell = sampleMean(probs, k * n, n);
+              for (const member of node.members) {
+                scores[member] = cell.mean;
+                stderr[member] = cell.stderr;
+              }
               done += node.members.length;
             });
           } else {
@@ -273,5 +282,5 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   } finally {
     disposeAll(cache);
   }
-  return { answerId, cleanProb, corruptedProb, scores, tokenLayers };
+  return { answerId, greedyId, cleanProb, corruptedProb, corruptedStderr: corrupted.stderr, scores, stderr, tokenLayers };
 }

@@ -5,6 +5,7 @@ import { prepare, restorations } from './prepare.js';
 import { traceFast } from './fast.js';
 import { traceNaive } from './naive.js';
 import { threeSigmaAsync } from './noise.js';
+import { traceQuality } from './quality.js';
 import type { TraceKind, TraceOptions, TraceResult } from './types.js';
 import { FactLensError } from '../errors.js';
 import { checkFinite } from '../runtime/finite.js';
@@ -26,6 +27,7 @@ export async function trace(model: LoadedModel, prompt: string, opts: TraceOptio
   const L = model.config.nLayer;
   const grid = () => Array.from({ length: T }, () => new Array<number>(L).fill(NaN));
   const scores: Partial<Record<TraceKind, number[][]>> = {};
+  const stderr: Partial<Record<TraceKind, number[][]>> = {};
   const severed: Partial<Record<'mlp' | 'attn', number[][]>> = {};
   list.forEach((r, i) => {
     const { kind, token, layer } = r.target;
@@ -34,16 +36,29 @@ export async function trace(model: LoadedModel, prompt: string, opts: TraceOptio
       (severed[k] ??= grid())[token][layer] = raw.scores[i];
     } else {
       (scores[kind] ??= grid())[token][layer] = raw.scores[i];
+      (stderr[kind] ??= grid())[token][layer] = raw.stderr[i];
     }
   });
   const naiveWork = (list.length + 1) * T * L;
+  const tokens = p.ids.map((id) => model.tokenizer.tokenToString(id));
+  const answer = model.tokenizer.tokenToString(raw.answerId);
+  const quality = traceQuality({
+    answer,
+    clean_prob: raw.cleanProb,
+    corrupted_prob: raw.corruptedProb,
+    expected: p.expectedId === null ? undefined : { token: answer, predicted: raw.greedyId === p.expectedId, greedy: model.tokenizer.tokenToString(raw.greedyId) },
+    samples: p.samples,
+    scores,
+    stderr,
+    tokens,
+  });
   return {
     prompt,
     subject: p.subject,
     ids: p.ids,
-    tokens: p.ids.map((id) => model.tokenizer.tokenToString(id)),
+    tokens,
     subject_range: p.range,
-    answer: { id: raw.answerId, token: model.tokenizer.tokenToString(raw.answerId), prob: raw.cleanProb },
+    answer: { id: raw.answerId, token: answer, prob: raw.cleanProb },
     answer_id: raw.answerId,
     clean_prob: raw.cleanProb,
     corrupted_prob: raw.corruptedProb,
@@ -53,6 +68,9 @@ export async function trace(model: LoadedModel, prompt: string, opts: TraceOptio
     window: p.window,
     kinds: p.kinds,
     scores,
+    stderr,
+    corrupted_stderr: raw.corruptedStderr,
+    quality,
     ...(p.sever.length ? { severed } : {}),
     method,
     backend: model.backend,

@@ -12,13 +12,19 @@ import type { Job } from '../util/jobs.js';
 import { disposeAll } from '../util/scope.js';
 import { answerProbsAsync, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
 import { vocabQueryAsync } from '../runtime/vocab.js';
+import { sampleMean } from './stats.js';
 
 export interface RawTrace {
   answerId: number;
+  /** The clean run's greedy prediction (answerId unless an expected answer was given). */
+  greedyId: number;
   cleanProb: number;
   corruptedProb: number;
-  /** One score per restoration, in the order given. */
+  /** Standard error of corruptedProb across the samples. */
+  corruptedStderr: number;
+  /** One score per restoration, in the order given, and its standard error across the samples. */
   scores: number[];
+  stderr: number[];
   /** Token-layer block evaluations per corrupted row. */
   tokenLayers: number;
 }
@@ -62,9 +68,10 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
   const all = await answerProbsAsync(m, lastRows, answerId);
   tf.dispose([cleanRow, lastRows]);
   const cleanProb = all[0];
-  const corruptedProb = all.subarray(1).reduce((a, x) => a + x, 0) / n;
+  const corrupted = sampleMean(all, 1, n);
 
   const scores: number[] = [];
+  const stderr: number[] = [];
   for (let i = 0; i < restorationList.length; i++) {
     const r = restorationList[i];
     const t = r.token;
@@ -83,18 +90,22 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
       const res = forward(m, batch, { hook: chainHooks(noiseHook, restore), logitsAt: 'none' });
       return tf.reshape(tf.slice(res.hidden!, [1, T - 1, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;
     });
-    const score = (await answerProbsAsync(m, last, answerId)).reduce((a, x) => a + x, 0) / n;
+    const score = sampleMean(await answerProbsAsync(m, last, answerId));
     last.dispose();
-    scores.push(score);
+    scores.push(score.mean);
+    stderr.push(score.stderr);
     await job.checkpoint((i + 1) / restorationList.length, `naive trace: ${i + 1}/${restorationList.length} restorations`);
   }
   noise.dispose();
   disposeAll(reads);
   return {
     answerId,
+    greedyId: q.argmax[0],
     cleanProb,
-    corruptedProb,
+    corruptedProb: corrupted.mean,
+    corruptedStderr: corrupted.stderr,
     scores,
+    stderr,
     tokenLayers: (restorationList.length + 1) * T * L,
   };
 }

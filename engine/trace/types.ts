@@ -1,6 +1,6 @@
 /** Causal tracing: the wire types (engine/protocol/trace.ts) and the window rules. */
 export { TRACE_KINDS } from '../protocol/trace.js';
-export type { TraceAnswer, TraceKind, TraceOptions, TraceResult } from '../protocol/trace.js';
+export type { TraceAnswer, TraceKind, TraceOptions, TraceQuality, TraceResult } from '../protocol/trace.js';
 
 /**
  * Default window of restored MLP/attention layers: the paper restores 10 of GPT-2 XL's 48

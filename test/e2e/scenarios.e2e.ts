@@ -102,7 +102,7 @@ describe('Fact Lens in VS Code (code-server + Chromium)', { timeout: 900_000 }, 
     await waitForTrace('The capital of France is', ' Paris');
     // The status bar shows model and backend.
     const status = await page.locator('#factlens\\.fact-lens\\.factlens\\.engine, .statusbar-item[id*="factlens.engine"]').first().textContent();
-    assert.match(status ?? '', /tinyworld · (wasm|cpu|node|node-gpu|native)/);
+    assert.match(status ?? '', /tinyworld · (native|webgpu|wasm|cpu|node|node-gpu)/);
     await screenshot(page, 'e2e-1b-trace-paris.png');
 
     // Hidden and shown again: open another file in the panel's group, then its tab again.
@@ -113,6 +113,27 @@ describe('Fact Lens in VS Code (code-server + Chromium)', { timeout: 900_000 }, 
     await page.locator('.tabs-container .tab', { hasText: 'Trace: France' }).click();
     await waitForTrace('The capital of France is', ' Paris');
     await page.locator('.tabs-container .tab', { hasText: 'capitals.prompts' }).first().click(); // back to the first group
+  });
+
+  test('a misspelt fact the model does not know: the panel warns that the trace shows nothing', { timeout: 400_000 }, async () => {
+    await openFile(page, 'unknown.prompts');
+    const line = editorLine(page, 'The captial of [Frnace] is');
+    await line.waitFor();
+    // The extension is active once the prompt line has its CodeLens (this may be the first scenario).
+    await page.locator('.codelens-decoration a', { hasText: 'Trace' }).first().waitFor({ timeout: 120_000 });
+    await line.click({ button: 'right' });
+    const item = page.locator('.monaco-menu .action-item', { hasText: 'Fact Lens: Trace this prompt' }).first();
+    await item.waitFor({ state: 'visible', timeout: 15_000 });
+    await item.click();
+    await waitForTrace('The captial of Frnace is');
+    const view = traceFrame(page);
+    const banner = view.locator('fl-trace-view .quality');
+    await banner.waitFor({ timeout: 30_000 });
+    assert.equal(await banner.getAttribute('data-verdict'), 'meaningless');
+    const reasons = await banner.locator('li').allTextContents();
+    assert.ok(reasons.some((r) => /is not above the corrupted/.test(r)), `the banner says why: ${reasons.join(' | ')}`);
+    await screenshot(page, 'e2e-trace-weak.png');
+    await page.locator('.tabs-container .tab', { hasText: 'capitals.prompts' }).first().click().catch(() => {});
   });
 
   test('trace a selection from the command palette (subject QuickPick, guess pre-selected)', { timeout: 400_000 }, async () => {

@@ -28,13 +28,14 @@ export class FlHeatmap extends LitElement {
   private view: View | null = null;
   private renderSeq = 0;
   private tooltipEl: HTMLElement | null = null;
+  private resize: ResizeObserver | null = null;
+  private drawnWidth = 0;
 
   static override styles = css`
     :host {
-      display: inline-block;
+      display: block;
       position: relative;
-      vertical-align: top;
-      margin: 0 24px 16px 0;
+      min-width: 0;
     }
     .chart svg {
       display: block;
@@ -76,8 +77,19 @@ export class FlHeatmap extends LitElement {
     if (changed.has('result') || changed.has('kind') || changed.has('theme')) void this.draw();
   }
 
+  override connectedCallback(): void {
+    super.connectedCallback();
+    // Redraw when the panel's width changes, so the chart keeps filling its column.
+    this.resize = new ResizeObserver(() => {
+      if (this.view && Math.abs(this.clientWidth - this.drawnWidth) > 8) void this.draw();
+    });
+    this.resize.observe(this);
+  }
+
   override disconnectedCallback(): void {
     super.disconnectedCallback();
+    this.resize?.disconnect();
+    this.resize = null;
     this.view?.finalize();
     this.view = null;
   }
@@ -92,16 +104,35 @@ export class FlHeatmap extends LitElement {
       this.tooltipEl = this.renderRoot.querySelector<HTMLElement>('.tooltip');
       if (!container || !this.result || !this.theme || !this.result.scores[this.kind]) return;
       try {
-        const spec = heatmapSpec(this.result, this.kind, this.theme);
-        // A fresh holder per render: vega's renderer reuses an <svg> it finds in its
-        // container, so two views must never share one.
-        const holder = document.createElement('div');
-        holder.className = 'holder';
-        const view = await renderSpec(spec, holder, 'svg', this.tooltipHandler);
-        if (seq !== this.renderSeq) {
-          view.finalize();
-          return;
+        // Cells as wide as the element allows: the chart is drawn once at the default cell
+        // width, then again with the width left for cells (element width − axes and legend).
+        const nLayer = this.result.scores[this.kind]![0]?.length ?? 1;
+        const width = this.clientWidth;
+        let cellWidth = 22;
+        let view: View | null = null;
+        let holder: HTMLDivElement | null = null;
+        for (let pass = 0; pass < 2; pass++) {
+          const spec = heatmapSpec(this.result, this.kind, this.theme, { cellWidth });
+          // A fresh holder per render: vega's renderer reuses an <svg> it finds in its
+          // container, so two views must never share one.
+          const next = document.createElement('div');
+          next.className = 'holder';
+          const v = await renderSpec(spec, next, 'svg', this.tooltipHandler);
+          if (seq !== this.renderSeq) {
+            v.finalize();
+            return;
+          }
+          view?.finalize();
+          view = v;
+          holder = next;
+          const svgWidth = Number(next.querySelector('svg')?.getAttribute('width')) || 0;
+          const extra = svgWidth - nLayer * cellWidth;
+          const fit = Math.floor((width - extra) / nLayer);
+          if (!width || svgWidth <= 0 || Math.abs(fit - cellWidth) < 2) break;
+          cellWidth = Math.max(16, Math.min(72, fit));
         }
+        if (!view || !holder) return;
+        this.drawnWidth = width;
         this.view?.finalize();
         container.replaceChildren(holder);
         this.view = view;
@@ -124,10 +155,21 @@ export class FlHeatmap extends LitElement {
       return;
     }
     el.textContent = cellTooltip(this.result, this.kind, datum);
-    const host = this.getBoundingClientRect();
-    el.style.left = `${event.clientX - host.left + 12}px`;
-    el.style.top = `${event.clientY - host.top + 12}px`;
     el.classList.add('visible');
+    // Inside the view: right of and below the pointer, flipped to the left / above where it
+    // would cross the window's edge (it would be clipped, or cover the legend).
+    const host = this.getBoundingClientRect();
+    const w = el.offsetWidth;
+    const h = el.offsetHeight;
+    const margin = 4;
+    let x = event.clientX + 12;
+    let y = event.clientY + 12;
+    if (x + w > window.innerWidth - margin) x = event.clientX - 12 - w;
+    if (y + h > window.innerHeight - margin) y = event.clientY - 12 - h;
+    x = Math.max(margin, Math.min(x, window.innerWidth - margin - w));
+    y = Math.max(margin, y);
+    el.style.left = `${x - host.left}px`;
+    el.style.top = `${y - host.top}px`;
   };
 
   /** The chart as standalone SVG, on the theme's background. */

@@ -48,8 +48,14 @@ export function cellsOf(r: TraceResult, kind: TraceKind): Cell[] {
   return out;
 }
 
-/** [floor, top] of the colour scale: the corrupted probability up to the largest score. */
+/**
+ * [floor, top] of the colour scale: the engine's rule (quality.color_domain): from the corrupted
+ * p to the largest of the peak score, the clean p and corrupted p + 0.1, the same for the three
+ * charts, so a weak trace is drawn faint instead of stretched to look strong. A result without
+ * a quality (recorded by an older engine) falls back to corrupted p … largest score.
+ */
 export function colorDomain(r: TraceResult, kind: TraceKind): [number, number] {
+  if (r.quality) return r.quality.color_domain;
   const floor = r.corrupted_prob;
   let top = floor;
   for (const c of cellsOf(r, kind)) if (c.p !== null && c.p > top) top = c.p;
@@ -147,7 +153,7 @@ export function heatmapSpec(r: TraceResult, kind: TraceKind, theme: Theme, opts:
       color: {
         field: 'p',
         type: 'quantitative',
-        title: `p(${r.answer.token.trim() || r.answer.token})`,
+        title: `p(${JSON.stringify(r.answer.token)})`,
         scale: { scheme: info.scheme, domain, clamp: true, nice: false },
         legend: { gradientLength: Math.max(60, Math.min(labels.length * ch, 200)), format: '.3~f' },
       },

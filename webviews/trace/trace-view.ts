@@ -138,9 +138,33 @@ export class FlTraceView extends LitElement {
       color: var(--vscode-descriptionForeground);
     }
     .charts {
-      display: flex;
-      flex-wrap: wrap;
-      align-items: flex-start;
+      /* The charts share the panel's width: side by side in equal columns, one per row when narrow. */
+      display: grid;
+      grid-template-columns: repeat(auto-fit, minmax(300px, 1fr));
+      gap: 16px 24px;
+      align-items: start;
+    }
+    .quality {
+      border: 1px solid var(--vscode-inputValidation-warningBorder, var(--vscode-editorWarning-foreground, currentColor));
+      background: var(--vscode-inputValidation-warningBackground, transparent);
+      color: var(--vscode-foreground);
+      padding: 8px 12px;
+      margin: 8px 0 12px;
+    }
+    .quality.meaningless {
+      border-color: var(--vscode-inputValidation-errorBorder, var(--vscode-errorForeground, currentColor));
+      background: var(--vscode-inputValidation-errorBackground, transparent);
+    }
+    .quality ul {
+      margin: 4px 0 0;
+      padding-left: 20px;
+    }
+    /* A focus ring of the theme's focus colour (high-contrast themes: their contrast border), so a
+       focused button stays readable in every theme. */
+    vscode-button:focus-visible,
+    vscode-textfield:focus-within {
+      outline: 1px solid var(--vscode-contrastActiveBorder, var(--vscode-focusBorder));
+      outline-offset: 2px;
     }
     .charts.stale {
       opacity: 0.45;
@@ -194,6 +218,15 @@ export class FlTraceView extends LitElement {
           </div>`
         : nothing}
       ${error ? html`<div class="error-box" role="alert" data-code=${error.code}>${error.message}</div>` : nothing}
+      ${result?.quality && result.quality.verdict !== 'ok'
+        ? html`<div class="quality ${result.quality.verdict}" role="alert" data-verdict=${result.quality.verdict}>
+            <strong>${result.quality.verdict === 'weak' ? 'Weak trace' : 'This trace shows nothing'}</strong>: the colours are drawn on the
+            scale from corrupted to clean p, not stretched.
+            <ul>
+              ${result.quality.reasons.map((r) => html`<li>${r}</li>`)}
+            </ul>
+          </div>`
+        : nothing}
       ${result
         ? html`<div class="charts ${running || error ? 'stale' : ''}" data-prompt=${result.prompt} data-subject=${result.subject}>
             ${(['hidden', 'mlp', 'attn'] as TraceKind[])

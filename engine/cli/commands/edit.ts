@@ -14,6 +14,7 @@ import { loadModelFromArgs, modelOptions, outputOptions, romeOverrides } from '.
 import type { CommandIO } from '../types.js';
 import { formatProb, showToken } from './predict.js';
 import { formatChecks, readCheckFiles, runChecks } from '../check-files.js';
+import { fillTemplate } from '../../../formats/template.js';
 
 export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
@@ -88,7 +89,7 @@ export async function run(args: ParsedArgs, io: CommandIO): Promise<number> {
     // Refuse a bad destination now, not after minutes of computing.
     if (saveTo !== undefined) checkSaveDestination(model, saveTo, { force });
     const t0 = performance.now();
-    const filled = prompt.includes('{}') ? prompt.replace('{}', subject) : prompt;
+    const filled = fillTemplate(prompt, subject);
     const prompts = [filled, ...checks];
     // The true target defaults to the model's own top next token before the edit.
     const fields = {
