@@ -86,8 +86,13 @@ async function waitForEditView(page: Page, target: string, timeoutMs = EDIT_TIME
   }
 }
 
-/** The trace view's answer once a trace of `prompt` has finished. */
-async function traceAnswer(page: Page, prompt: string, timeoutMs = 240_000): Promise<string> {
+/**
+ * The trace view's answer once a trace of `prompt` has finished. With `expected`, keeps polling
+ * until the view shows it (or the deadline passes, returning what it shows): right after "Trace
+ * this prompt" the view may still show the previous, finished trace of the same prompt before the
+ * new run's progress appears, so the first finished answer read can be the stale one.
+ */
+async function traceAnswer(page: Page, prompt: string, expected?: string, timeoutMs = 240_000): Promise<string> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const f = await frameWith(page, 'fl-trace-view', timeoutMs).catch(() => null);
@@ -101,8 +106,11 @@ async function traceAnswer(page: Page, prompt: string, timeoutMs = 240_000): Pro
         };
       })
       .catch(() => null);
-    if (s && s.prompt === prompt && s.answer && !s.busy) return s.answer;
-    if (Date.now() > end) throw new Error(`the trace view shows ${JSON.stringify(s)}`);
+    if (s && s.prompt === prompt && s.answer && !s.busy && (expected === undefined || s.answer === expected)) return s.answer;
+    if (Date.now() > end) {
+      if (expected !== undefined && s?.prompt === prompt && s.answer && !s.busy) return s.answer;
+      throw new Error(`the trace view shows ${JSON.stringify(s)}`);
+    }
     await page.waitForTimeout(500);
   }
 }
@@ -241,7 +249,7 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await openFile(page, 'edits.prompts');
     await goToLine(page, 4);
     await runCommand(page, 'Fact Lens: Trace this prompt');
-    assert.equal(await traceAnswer(page, 'The capital of France is'), '" Rome"');
+    assert.equal(await traceAnswer(page, 'The capital of France is', '" Rome"'), '" Rome"');
     const logText = extensionLog(server);
     assert.match(logText, /re-applied 1 edit\(s\) from .*edits[\\/][0-9a-f]{64}\.json/, 're-applied from the journal file');
     assert.equal((logText.match(/edit \S+ done in/g) ?? []).length, 1, 'no edit was computed again');
@@ -259,7 +267,7 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
     await openFile(page, 'edits.prompts');
     await goToLine(page, 4);
     await runCommand(page, 'Fact Lens: Trace this prompt');
-    assert.equal(await traceAnswer(page, 'The capital of France is'), '" Paris"');
+    assert.equal(await traceAnswer(page, 'The capital of France is', '" Paris"'), '" Paris"');
     await showEditsView(page);
     await screenshot(page, 'e2e-edit-revert.png');
   });
