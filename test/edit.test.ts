@@ -420,10 +420,21 @@ describe('ROME', () => {
     const traj = async (opts: object) =>
       (await romeEditParts(m, requestOf(0), {}, { statsSamples: SAMPLES, hparams: { vNumGradSteps: 4 }, ...opts })).v.steps.map((s) => s.loss);
     const ref = await traj({ vForward: 'full', fastGrad: false });
-    for (const o of [{ vForward: 'suffix' }, { vForward: 'blocks' }, { vForward: 'full' }]) {
+    // Op-by-op losses agree to float32 rounding. The fused vocabulary loss (the default of
+    // 'suffix' and 'blocks') sums the softmax in float64, and Adam's first steps move each
+    // component by ≈ lr·sign(g), so components whose gradient is near zero can step the other
+    // way: its trajectory agrees to 1e-3, its step-0 loss (no step taken yet) to 1e-4.
+    const cases: Array<[object, number]> = [
+      [{ vForward: 'suffix', fusedVocab: false }, 1e-4],
+      [{ vForward: 'blocks', fusedVocab: false }, 1e-4],
+      [{ vForward: 'full' }, 1e-4],
+      [{ vForward: 'suffix' }, 1e-3],
+      [{ vForward: 'blocks' }, 1e-3],
+    ];
+    for (const [o, tol] of cases) {
       const t = await traj(o);
       assert.equal(t.length, ref.length);
-      t.forEach((x, i) => assert.ok(Math.abs(x - ref[i]) <= 1e-4 * Math.max(1, Math.abs(ref[i])), `${JSON.stringify(o)} step ${i}: ${x} vs ${ref[i]}`));
+      t.forEach((x, i) => assert.ok(Math.abs(x - ref[i]) <= (i === 0 ? 1e-4 : tol) * Math.max(1, Math.abs(ref[i])), `${JSON.stringify(o)} step ${i}: ${x} vs ${ref[i]}`));
     }
   });
 

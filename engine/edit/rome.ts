@@ -45,6 +45,7 @@ import { modelContentHash } from './hash.js';
 import { statsTokens, checkLayer, romeHparams, type RomeHparams } from './hparams.js';
 import { cholesky, choleskySolve, dot, norm, vecMat } from './linalg.js';
 import { FrozenWeights, withFastGradients } from './fastgrad.js';
+import { vocabLoss, type VocabLossParts } from './vocab-loss.js';
 import { layerStats, statsFactor, type LayerStats } from './stats.js';
 import { contextTemplates } from './templates.js';
 import { nullSpace, project, type NullSpace } from './nullspace.js';
@@ -72,6 +73,11 @@ export interface RomeOptions {
   vForward?: 'suffix' | 'blocks' | 'full';
   /** Transposed-matmul-free gradient (default true). */
   fastGrad?: boolean;
+  /**
+   * The v* loss's vocabulary end as one fused op (vocab-loss.ts; default where reads are
+   * synchronous and the mode is not 'full'); false keeps the op-by-op form.
+   */
+  fusedVocab?: boolean;
   /** Called after every v* loss evaluation. */
   onStep?: (s: VStep) => void;
   /**
@@ -284,7 +290,7 @@ export async function computeVStar(
   req: PreparedRequest,
   templates: string[],
   hp: RomeHparams,
-  opts: Pick<RomeOptions, 'vForward' | 'fastGrad' | 'onStep' | 'at'> = {},
+  opts: Pick<RomeOptions, 'vForward' | 'fastGrad' | 'fusedVocab' | 'onStep' | 'at'> = {},
   job: Job = new Job(),
 ): Promise<VResult> {
   const started = performance.now();
@@ -398,19 +404,32 @@ export async function computeVStar(
   let klInit: tf.Tensor2D | null = null;
   const steps: VStep[] = [];
 
+  // The vocabulary end as one fused op (vocab-loss.ts) where reads are synchronous; the
+  // op-by-op form on WebGPU and for the full-forward mode (the reference path it is checked
+  // against).
+  const fused = opts.fusedVocab ?? (mode !== 'full' && tf.getBackend() !== 'webgpu');
+  const unembedT = () =>
+    model.weights.tied ? model.weights.wte : frozen.transposeOf(model.weights.unembed);
+  let klInitHost: Float32Array | null = null;
+  const parts: VocabLossParts = { nll: 0, kl: 0, targetProb: 0, klRow: null };
   const lossOf = (deltaT: tf.Tensor1D, aux: { nll?: tf.Scalar; kl?: tf.Scalar; klRow?: tf.Tensor2D; tp?: tf.Scalar }): tf.Scalar => {
     const hook: Hook = (s, x) => (s === mlpSite ? (tf.add(x, tf.mul(consts.mask, deltaT)) as tf.Tensor3D) : x);
     let logits: tf.Tensor2D;
-    if (mode === 'suffix') {
-      let h = tf.add(consts.h0, tf.mul(consts.mask, deltaT)) as tf.Tensor3D;
-      for (let l = layer + 1; l < L; l++) h = block(model, l, h, consts.bias, consts.past[l]).h;
-      const hn = finalNorm(model, h);
-      logits = unembed(model, selectRows(tf.reshape(hn, [-1, d]) as tf.Tensor2D, consts.pick));
-    } else if (mode === 'blocks') {
-      let h = consts.h0;
-      for (let l = layer; l < L; l++) h = block(model, l, h, consts.bias, undefined, hook).h;
-      const hn = finalNorm(model, h);
-      logits = unembed(model, selectRows(tf.reshape(hn, [B * T, d]) as tf.Tensor2D, pick));
+    if (mode === 'suffix' || mode === 'blocks') {
+      let h: tf.Tensor3D;
+      if (mode === 'suffix') {
+        h = tf.add(consts.h0, tf.mul(consts.mask, deltaT)) as tf.Tensor3D;
+        for (let l = layer + 1; l < L; l++) h = block(model, l, h, consts.bias, consts.past[l]).h;
+      } else {
+        h = consts.h0;
+        for (let l = layer; l < L; l++) h = block(model, l, h, consts.bias, undefined, hook).h;
+      }
+      const rows = selectRows(tf.reshape(finalNorm(model, h), [-1, d]) as tf.Tensor2D, mode === 'suffix' ? consts.pick : pick);
+      if (fused) {
+        const spec = { targets: vb.targetTok, nllScale: 1 / (nT * vb.nRewrite), klFactor: hp.klFactor, klInit: klInitHost };
+        return vocabLoss(rows, (x) => unembed(model, x), unembedT, spec, parts);
+      }
+      logits = unembed(model, rows);
     } else {
       const pairs = pick.map((i) => [Math.floor(i / T), i % T] as [number, number]);
       logits = forward(model, batch, { hook, logitsAt: pairs }).logits!;
@@ -454,11 +473,17 @@ export async function computeVStar(
       } finally {
         deltaT.dispose();
       }
-      const nll = aux.nll!.dataSync()[0];
-      const kl = aux.kl ? aux.kl.dataSync()[0] : 0;
-      const tp = aux.tp!.dataSync()[0];
-      if (aux.klRow) klInit = aux.klRow;
-      tf.dispose([aux.nll, aux.kl, aux.tp].filter((x): x is tf.Scalar => !!x));
+      let nll: number, kl: number, tp: number;
+      if (fused) {
+        ({ nll, kl, targetProb: tp } = parts);
+        klInitHost ??= parts.klRow;
+      } else {
+        nll = aux.nll!.dataSync()[0];
+        kl = aux.kl ? aux.kl.dataSync()[0] : 0;
+        tp = aux.tp!.dataSync()[0];
+        if (aux.klRow) klInit = aux.klRow;
+        tf.dispose([aux.nll, aux.kl, aux.tp].filter((x): x is tf.Scalar => !!x));
+      }
       const dn = norm(delta);
       const wd = (hp.vWeightDecay * dn) / (initNorm * initNorm);
       const loss = value + wd;
