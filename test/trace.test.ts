@@ -197,3 +197,17 @@ test('cancellation stops a trace with CANCELLED', async () => {
   const control = { cancelled: false, onProgress: () => (control.cancelled = true) };
   await expectError(trace(m, 'The capital of France is', { subject: 'France', samples: 2 }, control), 'CANCELLED');
 });
+
+test('a trace scoped to the last subject token computes exactly that row of the full trace (the layer choice)', async () => {
+  const m = await model();
+  const opts = { subject: 'Charlotte Bos', kinds: ['mlp' as const], window: 1, samples: 3, seed: 7 };
+  const full = await trace(m, 'Charlotte Bos was born in', opts);
+  const scoped = await trace(m, 'Charlotte Bos was born in', opts, {}, { tokens: 'last-subject' });
+  const last = full.subject_range[1] - 1;
+  assert.ok(last > full.subject_range[0], 'a multi-token subject');
+  assert.deepEqual(scoped.scores.mlp![last], full.scores.mlp![last]);
+  scoped.scores.mlp!.forEach((row, t) => {
+    if (t !== last) assert.ok(row.every(Number.isNaN), `token ${t} is not traced`);
+  });
+  assert.ok(scoped.work.token_layers < full.work.token_layers, `${scoped.work.token_layers} < ${full.work.token_layers}`);
+});

@@ -207,12 +207,20 @@ export async function chooseLayer(model: LoadedModel, opts: LayerChoiceOptions =
   });
   const pool = multi.length >= 10 ? multi : all;
   const facts = spread(pool, limit * 2);
-  const avg = await traceAverage(model, facts, { kinds: ['mlp'], limit, window: 1 }, {
-    get cancelled() {
-      return control.cancelled;
+  // Only the last subject token's row is read below, so only it is traced (the other
+  // buckets of `avg` stay NaN): the same cells as a full trace, a fraction of the work.
+  const avg = await traceAverage(
+    model,
+    facts,
+    { kinds: ['mlp'], limit, window: 1 },
+    {
+      get cancelled() {
+        return control.cancelled;
+      },
+      onProgress: control.onProgress ? (f, msg) => control.onProgress!(f, `choosing the edit layer by causal tracing: ${msg}`) : undefined,
     },
-    onProgress: control.onProgress ? (f, msg) => control.onProgress!(f, `choosing the edit layer by causal tracing: ${msg}`) : undefined,
-  });
+    { tokens: 'last-subject' },
+  );
   const row = avg.aie.mlp![2];
   const ci = avg.ci95.mlp![2];
   const first = cfg.nLayer > 1 ? 1 : 0;

@@ -8,7 +8,7 @@ import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { nextTokenLogprobs } from '../predict.js';
 import { Job, type JobControl } from '../util/jobs.js';
-import { trace } from './index.js';
+import { trace, type TraceScope } from './index.js';
 import { TRACE_KINDS, type TraceResult } from './types.js';
 import { readRegularText, jsonErrorMessage } from '../util/files.js';
 import type { AverageOptions, AverageResult, Fact } from '../protocol/trace.js';
@@ -80,6 +80,7 @@ export async function traceAverage(
   facts: Array<{ line: number; fact: Fact | null; error?: string }>,
   opts: AverageOptions = {},
   control: JobControl = {},
+  scope: TraceScope = {},
 ): Promise<AverageResult> {
   const started = performance.now();
   const kinds = opts.kinds ?? [...TRACE_KINDS];
@@ -120,11 +121,17 @@ export async function traceAverage(
         continue;
       }
       // Share the caller's cancellation so a long fact stops within one trace checkpoint.
-      const r = await trace(model, prompt, { ...opts, subject: f.subject, kinds }, {
-        get cancelled() {
-          return control.cancelled;
+      const r = await trace(
+        model,
+        prompt,
+        { ...opts, subject: f.subject, kinds },
+        {
+          get cancelled() {
+            return control.cancelled;
+          },
         },
-      });
+        scope,
+      );
       last = r;
       traced++;
       cleanSum += r.clean_prob;

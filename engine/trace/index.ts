@@ -13,12 +13,29 @@ import { checkFinite } from '../runtime/finite.js';
 export * from './types.js';
 export { parseMarkedPrompt } from './marked.js';
 
-export async function trace(model: LoadedModel, prompt: string, opts: TraceOptions = {}, control: JobControl = {}): Promise<TraceResult> {
+/**
+ * Engine-internal narrowing of a trace (not part of the wire options): `tokens: 'last-subject'`
+ * restores only the subject's last token, every other cell stays NaN. Each token's
+ * restorations are computed independently (fast.ts), so the cells that are computed equal
+ * those of the full trace; the layer choice (edit/hparams.ts) reads only that row.
+ */
+export interface TraceScope {
+  tokens?: 'last-subject';
+}
+
+export async function trace(
+  model: LoadedModel,
+  prompt: string,
+  opts: TraceOptions = {},
+  control: JobControl = {},
+  scope: TraceScope = {},
+): Promise<TraceResult> {
   const started = performance.now();
   // Reads of the trace are asynchronous (the WebGPU backend has no synchronous read in Node).
   if (opts.noise === undefined || opts.noise === '3sigma') await threeSigmaAsync(model, opts.noiseSubjects);
   const p = prepare(model, prompt, opts);
-  const list = restorations(p);
+  const all = restorations(p);
+  const list = scope.tokens === 'last-subject' ? all.filter((r) => r.target.token === p.range[1] - 1) : all;
   const job = new Job(control, 'trace');
   const method = opts.method ?? 'fast';
   const raw = method === 'naive' ? await traceNaive(p, list, job) : await traceFast(p, list, job);
