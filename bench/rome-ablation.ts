@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../engine/model/load.js';
 import { applyEdit, revertEdit } from '../engine/edit/apply.js';
-import { romeHparams } from '../engine/edit/hparams.js';
+import { romeHparams, statsTokens } from '../engine/edit/hparams.js';
 import { layerStats } from '../engine/edit/stats.js';
 import { contextTemplates } from '../engine/edit/templates.js';
 import { computeVStar, leftVector, multiKeyUpdate, prepareRequest, rightVector, romeKeys, type RomeUpdate } from '../engine/edit/rome.js';
@@ -38,7 +38,7 @@ const { values } = parseArgs({
     'stats-samples': { type: 'string' },
     dataset: { type: 'string', default: path.join(TINYWORLD, 'counterfact-dev.json') },
     out: { type: 'string' },
-    formulas: { type: 'string', default: 'consistent,reference,keys,keys+subject,keys+null,reference@grow,keys@grow,keys+subject@grow,keys@grow#n250,keys@grow#n1000,keys@grow#n4000' },
+    formulas: { type: 'string', default: 'consistent,reference,keys,keys+subject,keys+subject+null,keys+subject@grow,keys+subject#n26046' },
   },
 });
 
@@ -50,14 +50,16 @@ const to = Number(values.to);
 const statsSamples = values['stats-samples'] ? Number(values['stats-samples']) : undefined;
 const formulas = values.formulas!.split(',');
 const out =
-  values.out ?? path.join('bench', 'data', 'rome-ablation', `L${layer}-c${clamp}-s${steps}${statsSamples ? `-n${statsSamples}` : ''}-v2.jsonl`);
+  values.out ?? path.join('bench', 'data', 'rome-ablation', `L${layer}-c${clamp}-s${steps}${statsSamples ? `-n${statsSamples}` : ''}-v3.jsonl`);
 
 async function main(): Promise<void> {
   const model = await loadModel({});
   const records = JSON.parse(fs.readFileSync(values.dataset!, 'utf8')) as unknown[];
   const base = await romeHparams(model, { layer });
   const hp = { ...base, clampNormFactor: clamp, vNumGradSteps: steps };
-  const stats = await layerStats(model, layer, { samples: statsSamples });
+  // The engine's default statistics for this model (50·f tokens where no reference
+  // hyperparameters exist) unless --stats-samples names a document count.
+  const stats = await layerStats(model, layer, { samples: statsSamples, ...statsTokens(base, statsSamples, model.config.dMlp) });
   const templates = contextTemplates(model, {}).templates;
   const fewer = new Map<number, Awaited<ReturnType<typeof layerStats>>>();
   const statsFor = async (n: number) => {
