@@ -31,13 +31,13 @@ function opByOp(h: tf.Tensor2D, w: tf.Tensor2D, targets: number[], nllScale: num
   return tf.add(nll, tf.mul(tf.sum(tf.mul(tf.exp(row), tf.sub(row, klInit))), klFactor)) as tf.Scalar;
 }
 
-function compare(h: tf.Tensor2D, w: tf.Tensor2D, targets: number[], klInit: Float32Array | null, tol: number): void {
+function compare(h: tf.Tensor2D, w: tf.Tensor2D, targets: number[], klInit: Float32Array | null, tol: number, native?: { w: tf.Tensor2D }): void {
   const nllScale = 1 / targets.length;
   const klFactor = 0.0625;
   const parts: VocabLossParts = { nll: 0, kl: 0, targetProb: 0, klRow: null };
   const wT = tf.transpose(w) as tf.Tensor2D;
   const spec = { targets, nllScale, klFactor, klInit };
-  const fused = tf.valueAndGrad((x: tf.Tensor) => vocabLoss(x as tf.Tensor2D, (y) => tf.matMul(y, w), () => wT, spec, parts))(h);
+  const fused = tf.valueAndGrad((x: tf.Tensor) => vocabLoss(x as tf.Tensor2D, (y) => tf.matMul(y, w), () => wT, spec, parts, native))(h);
   const klT = klInit ? tf.tensor2d(klInit, [1, klInit.length]) : null;
   const ref = tf.valueAndGrad((x: tf.Tensor) => opByOp(x as tf.Tensor2D, w, targets, nllScale, klFactor, klT))(h);
   const [fv, rv] = [fused.value.dataSync()[0], ref.value.dataSync()[0]];
@@ -53,7 +53,7 @@ function compare(h: tf.Tensor2D, w: tf.Tensor2D, targets: number[], klInit: Floa
 }
 
 test('fused vocabulary loss = op-by-op loss: random head, with and without the KL row', async () => {
-  await selectBackend(TEST_BACKEND ?? 'wasm');
+  await selectBackend(TEST_BACKEND);
   const [P, d, V] = [7, 16, 3001];
   const w = randn([d, V], 1, 0.5);
   const h = randn([P, d], 2);
@@ -76,11 +76,14 @@ test('fused vocabulary loss = op-by-op loss on tinyworld’s unembedding (50,257
   // The reference sums 50,257 float32 terms in one register (runtime/logsumexp.ts); the fused
   // op sums in float64, so they agree to float32 rounding of a long sum, not bit for bit.
   compare(h, w, targets, klInit, 1e-4);
+  // The same through the onnxruntime head (logits and exponentials in one graph) where the
+  // native backend runs; elsewhere the option falls back to the JS loop, checked again.
+  compare(h, w, targets, klInit, 1e-4, { w });
   h.dispose();
 });
 
 test('fused vocabulary loss refuses more than one KL row', async () => {
-  await selectBackend(TEST_BACKEND ?? 'wasm');
+  await selectBackend(TEST_BACKEND);
   const w = randn([4, 10], 7);
   const h = randn([4, 4], 8);
   assert.throws(() => vocabLoss(h, (y) => tf.matMul(y, w), () => tf.transpose(w), { targets: [1, 2], nllScale: 1, klFactor: 1, klInit: null }, { nll: 0, kl: 0, targetProb: 0, klRow: null }), /4 rows for 2 targets/);

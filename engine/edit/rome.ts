@@ -427,7 +427,7 @@ export async function computeVStar(
       const rows = selectRows(tf.reshape(finalNorm(model, h), [-1, d]) as tf.Tensor2D, mode === 'suffix' ? consts.pick : pick);
       if (fused) {
         const spec = { targets: vb.targetTok, nllScale: 1 / (nT * vb.nRewrite), klFactor: hp.klFactor, klInit: klInitHost };
-        return vocabLoss(rows, (x) => unembed(model, x), unembedT, spec, parts);
+        return vocabLoss(rows, (x) => unembed(model, x), unembedT, spec, parts, { w: model.weights.unembed, b: model.weights.unembedBias });
       }
       logits = unembed(model, rows);
     } else {

@@ -14,6 +14,80 @@
  * wasm, cpu, node); rome.ts keeps the op-by-op form for WebGPU.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { heapView, nativeMatMulInstalled } from '../runtime/native/matmul-kernel.js';
+import { NativeGraph, nativeThreads, ortTensor } from '../runtime/native/ort.js';
+
+/** The native head: z = x·W (+ b), its row maxima and exp(z − max), in one onnxruntime graph. */
+const graphs = new Map<string, NativeGraph>();
+function expGraph(bias: boolean, v: number): NativeGraph {
+  const key = `${bias}:${v}`;
+  let g = graphs.get(key);
+  if (!g) {
+    g = new NativeGraph(
+      [
+        { op: 'MatMul', inputs: ['x', 'w'], outputs: [bias ? 'z0' : 'z'] },
+        ...(bias ? [{ op: 'Add', inputs: ['z0', 'b'], outputs: ['z'] }] : []),
+        { op: 'ReduceMax', inputs: ['z'], outputs: ['zmax'], attrs: { axes: [1], keepdims: 1 } },
+        { op: 'Sub', inputs: ['z', 'zmax'], outputs: ['zs'] },
+        { op: 'Exp', inputs: ['zs'], outputs: ['e'] },
+      ],
+      [
+        { name: 'x', type: 'float32', shape: ['n', 'd'] },
+        { name: 'w', type: 'float32', shape: ['d', v] },
+        ...(bias ? [{ name: 'b', type: 'float32' as const, shape: [v] }] : []),
+      ],
+      [
+        { name: 'z', type: 'float32', shape: ['n', v] },
+        { name: 'zmax', type: 'float32', shape: ['n', 1] },
+        { name: 'e', type: 'float32', shape: ['n', v] },
+      ],
+    );
+    graphs.set(key, g);
+  }
+  return g;
+}
+
+/** Logits, row maxima and exp(logit − max) of rows x [P, d]; natively where it can, else in JS. */
+function headExp(
+  x: tf.Tensor2D,
+  logitsOf: (h: tf.Tensor2D) => tf.Tensor2D,
+  native: { w: tf.Tensor2D; b?: tf.Tensor1D } | undefined,
+): { z: Float32Array; zmax: Float32Array; e: Float32Array; V: number } {
+  const P = x.shape[0];
+  if (native && nativeMatMulInstalled() && tf.getBackend() === 'wasm' && x.dtype === 'float32') {
+    const backend = tf.backend() as unknown as Parameters<typeof heapView>[0];
+    const [d, V] = native.w.shape;
+    const feeds: Record<string, ReturnType<typeof ortTensor>> = {
+      x: ortTensor('float32', heapView(backend, x), [P, d]),
+      w: ortTensor('float32', heapView(backend, native.w), [d, V]),
+    };
+    if (native.b) feeds.b = ortTensor('float32', heapView(backend, native.b), [V]);
+    const z = new Float32Array(P * V);
+    const e = new Float32Array(P * V);
+    const zmax = new Float32Array(P);
+    const threads = 2 * P * d * V >= 1 << 22 ? nativeThreads() : 1;
+    expGraph(!!native.b, V).run(
+      feeds,
+      { z: ortTensor('float32', z, [P, V]), zmax: ortTensor('float32', zmax, [P, 1]), e: ortTensor('float32', e, [P, V]) },
+      threads,
+    );
+    return { z, zmax, e, V };
+  }
+  const logitsT = logitsOf(x);
+  const V = logitsT.shape[1];
+  const z = logitsT.dataSync() as Float32Array;
+  logitsT.dispose();
+  const zmax = new Float32Array(P);
+  const e = new Float32Array(P * V);
+  for (let r = 0; r < P; r++) {
+    const o = r * V;
+    let max = -Infinity;
+    for (let j = 0; j < V; j++) if (z[o + j] > max) max = z[o + j];
+    zmax[r] = max;
+    for (let j = 0; j < V; j++) e[o + j] = Math.exp(z[o + j] - max);
+  }
+  return { z, zmax, e, V };
+}
 
 export interface VocabLossSpec {
   /** Target token of each rewriting row; the rows after them (at most one) are the KL row. */
@@ -38,7 +112,9 @@ export interface VocabLossParts {
 /**
  * loss = nll + kl for hidden rows `h` [P, d] (after the final norm) projected by
  * `logitsOf` (h · W_U + b); `wT` is W_Uᵀ [V, d] for the backward product. `parts` receives
- * the loss's terms. Rows beyond targets.length + 1 are not allowed.
+ * the loss's terms. Rows beyond targets.length + 1 are not allowed. With `native` (W_U and b
+ * themselves) the logits and their exponentials come from one onnxruntime graph on the
+ * native backend, instead of P·V calls of Math.exp (a tenth of a warm edit).
  */
 export function vocabLoss(
   h: tf.Tensor2D,
@@ -46,29 +122,24 @@ export function vocabLoss(
   wT: () => tf.Tensor2D,
   spec: VocabLossSpec,
   parts: VocabLossParts,
+  native?: { w: tf.Tensor2D; b?: tf.Tensor1D },
 ): tf.Scalar {
   const nR = spec.targets.length;
   const P = h.shape[0];
   if (P !== nR && P !== nR + 1) throw new Error(`vocabLoss: ${P} rows for ${nR} targets (at most one KL row)`);
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-    const logitsT = logitsOf(args[0] as tf.Tensor2D);
-    const V = logitsT.shape[1];
-    const logits = logitsT.dataSync() as Float32Array;
-    logitsT.dispose();
-    const g = new Float32Array(P * V);
+    const { z: logits, zmax, e: g, V } = headExp(args[0] as tf.Tensor2D, logitsOf, native);
     let nll = 0;
     let tpSum = 0;
     let kl = 0;
     let klRow: Float32Array | null = null;
     for (let r = 0; r < P; r++) {
       const o = r * V;
-      let max = -Infinity;
-      for (let j = 0; j < V; j++) if (logits[o + j] > max) max = logits[o + j];
-      // exp(logit − max) is kept in g (the gradient row is a multiple of it) and summed in
-      // float64: a float32 running sum drops the vocabulary's tail (see runtime/logsumexp.ts).
+      // g holds exp(logit − max) (the gradient row is a multiple of it), summed in float64: a
+      // float32 running sum drops the vocabulary's tail (see runtime/logsumexp.ts).
       let sum = 0;
-      for (let j = 0; j < V; j++) sum += g[o + j] = Math.exp(logits[o + j] - max);
-      const lse = max + Math.log(sum);
+      for (let j = 0; j < V; j++) sum += g[o + j];
+      const lse = zmax[r] + Math.log(sum);
       if (r < nR) {
         // d(−s·log p_t)/dlogit_j = s·(p_j − [j = t]).
         const t = spec.targets[r];
@@ -79,17 +150,17 @@ export function vocabLoss(
         for (let j = 0; j < V; j++) g[o + j] *= s;
         g[o + t] -= spec.nllScale;
       } else {
-        g.fill(0, o, o + V);
         klRow = new Float32Array(V);
         for (let j = 0; j < V; j++) klRow[j] = logits[o + j] - lse;
         const q = spec.klInit;
         if (q) {
           // KL = Σ p_j (log p_j − q_j); dKL/dlogit_k = p_k · ((log p_k − q_k) − KL).
           let raw = 0;
-          for (let j = 0; j < V; j++) raw += Math.exp(klRow[j]) * (klRow[j] - q[j] - raw);
+          for (let j = 0; j < V; j++) raw += (g[o + j] / sum) * (klRow[j] - q[j]);
           kl = spec.klFactor * raw;
-          for (let j = 0; j < V; j++) g[o + j] = spec.klFactor * Math.exp(klRow[j]) * (klRow[j] - q[j] - raw);
-        }
+          const f = spec.klFactor / sum;
+          for (let j = 0; j < V; j++) g[o + j] = f * g[o + j] * (klRow[j] - q[j] - raw);
+        } else g.fill(0, o, o + V);
       }
     }
     parts.nll = nll;
