@@ -31,6 +31,8 @@ import {
   type EditRequest,
 } from '../engine/edit/index.js';
 import { choleskySolve, dot } from '../engine/edit/linalg.js';
+import { adjustedKeys } from '../engine/edit/memit.js';
+import { Rng } from '../engine/util/rng.js';
 import { main } from '../engine/cli/main.js';
 import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
@@ -149,6 +151,26 @@ describe('MEMIT', () => {
     revertEdit(m, rec.id);
     const dist = (h: Float64Array) => Math.sqrt(parts.z[0].reduce((s, v, j) => s + (v - h[j]) ** 2, 0));
     assert.ok(dist(again.layerHidden[0][0]) < 0.6 * dist(parts.layerHidden[0][0]), 'the residual to z shrinks');
+  });
+
+  test('few keys: the Woodbury form through the cached factor equals the direct f×f solve', async () => {
+    const stats = await layerStats(m, 2, { samples: SAMPLES });
+    const f = m.config.dMlp;
+    const rng = new Rng(3);
+    // Keys of the statistics' own scale: mean-square ≈ the mean diagonal of C.
+    const rms = Math.sqrt(Array.from({ length: f }, (_, i) => stats.sum[i * f + i]).reduce((a, b) => a + b, 0) / f / stats.count);
+    const K = Array.from({ length: 3 }, () => Float64Array.from({ length: f }, () => rms * rng.normal()));
+    for (const lambda of [250, 15_000]) {
+      const fast = adjustedKeys(K, stats, lambda, f);
+      const direct = adjustedKeys(K, stats, lambda, f, 'direct');
+      let worst = 0;
+      let scale = 0;
+      fast.A.forEach((a, r) => a.forEach((x, i) => {
+        worst = Math.max(worst, Math.abs(x - direct.A[r][i]));
+        scale = Math.max(scale, Math.abs(direct.A[r][i]));
+      }));
+      assert.ok(scale > 0 && worst / scale < 1e-6, `λ ${lambda}: Woodbury vs direct ${worst} of ${scale}`);
+    }
   });
 
   slowTest('one edit behaves like a consistent-key ROME edit in efficacy (records 1–4)', async () => {
