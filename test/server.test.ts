@@ -30,6 +30,7 @@ import {
 } from '../engine/protocol.js';
 import { LogBuffer, spawnClient, until } from './helpers/engine-process.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { slowTest } from './helpers/tier.js';
 
 const PROMPT = 'The capital of France is';
 /** A quick trace: two corrupted rows, hidden states only. */
@@ -245,6 +246,30 @@ describe('engine over stdio: round trips', () => {
     }
     await rejects(client.request(EvalRun, { method: 'none' }), 'INVALID_ARGUMENT', (e) => assert.equal(e.data?.field, 'dataset'));
     await rejects(client.request(EvalRun, { dataset: '/nonexistent/cf.json' }), 'FILE_MISSING');
+    await rejects(client.request(EvalRun, { dataset: file, sequential: 'yes' as unknown as boolean }), 'INVALID_ARGUMENT', (e) =>
+      assert.equal(e.data?.field, 'sequential'),
+    );
+    await rejects(client.request(EvalRun, { dataset: file, formula: 'best' as never }), 'INVALID_ARGUMENT', (e) => assert.equal(e.data?.field, 'formula'));
+  });
+
+  slowTest('eval/run sequential with the null-space projection: stacked edits, retention, per-record verdicts; weights restored', async () => {
+    const records = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json'), 'utf8'));
+    const file = path.join(os.tmpdir(), `factlens-eval-seq-${process.pid}.json`);
+    fs.writeFileSync(file, JSON.stringify(records.slice(0, 2)));
+    try {
+      const before = (await client.request(Predict, { prompt: 'The capital of France is' })) as { top: Array<{ prob: number }> };
+      const r = (await client.request(EvalRun, { dataset: file, method: 'rome', limit: 2, sequential: true, nullSpace: true, perRecord: true })) as Record<string, any>;
+      assert.equal(r.sequential, true);
+      assert.equal(r.n, 2);
+      assert.equal(r.retention.facts, 1000);
+      assert.ok(r.retention.before > 50 && r.retention.after >= 0, JSON.stringify(r.retention));
+      assert.equal(r.per_record.length, 2);
+      for (const row of r.per_record) assert.equal(typeof row.took, 'boolean', JSON.stringify(Object.keys(row)));
+      const after = (await client.request(Predict, { prompt: 'The capital of France is' })) as { top: Array<{ prob: number }> };
+      assert.equal(after.top[0].prob, before.top[0].prob, 'every stacked edit was reverted');
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   });
 });
 

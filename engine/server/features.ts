@@ -99,8 +99,26 @@ export const FEATURES: Features = {
     // The same evaluation as `factlens eval` (engine/eval/run.ts).
     async run(model, p, control) {
       const layers = p.layers ?? (p.layer !== undefined ? [p.layer] : undefined);
-      const ev = await runEvaluation(model, { dataset: p.dataset, edits: p.edits, method: p.method, limit: p.limit, batch: p.batch, layers }, control);
-      return evaluationSummary(ev, model, p.method ?? 'rome');
+      const ev = await runEvaluation(
+        model,
+        {
+          dataset: p.dataset,
+          edits: p.edits,
+          method: p.method,
+          limit: p.limit,
+          batch: p.batch,
+          layers,
+          sequential: p.sequential,
+          nullSpace: p.nullSpace,
+          formula: p.formula,
+          perRecord: p.perRecord,
+        },
+        control,
+      );
+      const summary = evaluationSummary(ev, model, p.method ?? 'rome');
+      // The CLI writes per-record rows to a file; over the wire they come in the result.
+      if (p.perRecord) summary.per_record = (ev.result as { per_record?: unknown }).per_record ?? [];
+      return summary;
     },
   },
 };

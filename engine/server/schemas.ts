@@ -197,6 +197,10 @@ export const SCHEMAS: { [M in Method]: v.Check<ParamsOf<M>> } = {
     layer: v.opt(v.int({ min: 0 })),
     layers: v.opt(v.arr(v.int({ min: 0 }), { max: 1000 })),
     batch: v.opt(v.int({ min: 1 })),
+    sequential: v.opt(v.bool()),
+    nullSpace: v.opt(v.bool()),
+    formula: v.opt(v.oneOf(...ROME_FORMULAS)),
+    perRecord: v.opt(v.bool()),
     ...withProgress,
   }),
   'stats/compute': v.objOf<StatsComputeParams>({
