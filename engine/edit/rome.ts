@@ -705,8 +705,11 @@ export async function romeEditParts(
     ns = nullSpace(stats, typeof opts.nullSpace === 'number' ? opts.nullSpace : undefined);
   }
   let upd: RomeUpdate;
+  let fit: number[] | null = null;
   if (formula === 'keys' || formula === 'subject-keys') {
-    upd = multiKeyUpdate(updateKeys(model, layer, req, tpl.templates, keys, formula), stats, Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]), undefined, ns);
+    const multi = multiKeyUpdate(updateKeys(model, layer, req, tpl.templates, keys, formula), stats, Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]), undefined, ns);
+    upd = multi;
+    fit = multi.fit;
   } else if (ns) {
     const pu = project(ns, u);
     const pn = norm(pu);
@@ -725,8 +728,12 @@ export async function romeEditParts(
     clamp_grown: radius !== hp.clampNormFactor ? 1 : 0,
     ...(ns ? { null_space_rank: ns.rank, null_space_threshold: ns.threshold, null_space_energy: ns.energy } : {}),
     k_dot_u: upd.kDotU,
-    k_bar_dot_u: dot(keys.kBar, u),
-    k_bare_dot_u: dot(keys.kBare, u),
+    // With the direction the update uses (the multi-key u, or the projected one), not the
+    // consistent formula's C⁻¹k̄, so the ratio k_bare·u / k̄·u describes this edit.
+    k_bar_dot_u: dot(keys.kBar, upd.u),
+    k_bare_dot_u: dot(keys.kBare, upd.u),
+    // keys / subject-keys: the share of δ each update key gets (1 = all of it; the ridge keeps it just below).
+    ...(fit ? { keys_count: fit.length, key_share_min: Math.min(...fit), key_share_max: Math.max(...fit) } : {}),
     delta_w_norm: upd.deltaNorm,
     v_star_norm: norm(v.vStar),
     target_init_norm: norm(v.targetInit),

@@ -250,7 +250,10 @@ export function formatEdit(
   out.push('');
   if (rec.method === 'rome') {
     out.push(
-      `k·u ${num(i.k_dot_u, 4)} (k̄·u ${num(i.k_bar_dot_u, 4)}, k_bare·u ${num(i.k_bare_dot_u, 4)}), ‖ΔW‖ ${num(i.delta_w_norm, 4)}, ` +
+      (i.keys_count !== undefined
+        ? `each of the ${i.keys_count} update keys gets ${num(i.key_share_min, 3)}–${num(i.key_share_max, 3)} of δ, `
+        : `k·u ${num(i.k_dot_u, 4)} (k̄·u ${num(i.k_bar_dot_u, 4)}, k_bare·u ${num(i.k_bare_dot_u, 4)}), `) +
+        `‖ΔW‖ ${num(i.delta_w_norm, 4)}, ` +
         `v* loss ${num(i.loss_initial)} → ${num(i.loss_final)} in ${i.v_steps} steps (‖δ‖ ${num(i.delta_norm)}, ‖v₀‖ ${num(i.target_init_norm)})`,
     );
     out.push(
