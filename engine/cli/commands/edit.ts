@@ -55,7 +55,7 @@ export const options: OptionsSpec = {
   check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
   'check-file': { type: 'string', multiple: true, valueName: 'FILE', description: 'check every prompt of a .prompts or CounterFact .json file before/after (repeatable)' },
   corpus: { type: 'string', valueName: 'FILE', description: 'statistics corpus (.txt lines or .jsonl "text") [default: <model>/corpus.txt]' },
-  'stats-samples': { type: 'string', valueName: 'N', description: 'documents for the statistics [default: all, at most 100000]' },
+  'stats-samples': { type: 'string', valueName: 'N', description: 'documents for the statistics [default: the model\'s: 50·f tokens (f the MLP width) without reference hyperparameters; 100000 documents for the reference models (GPT-2 medium/large/XL, GPT-J)]' },
   'stats-npz': { type: 'string', valueName: 'FILE', description: 'import the reference implementation\'s mom2 .npz instead' },
   tokens: { type: 'string', valueName: 'N', description: 'greedy generation length', default: '20' },
   save: { type: 'string', valueName: 'DIR', description: 'save the edited model to this folder (a new or empty one)' },

@@ -45,7 +45,7 @@ export const options: OptionsSpec = {
   limit: { type: 'string', valueName: 'N', description: 'evaluate the first N records' },
   batch: { type: 'string', valueName: 'N', description: 'records edited together before measuring', default: '1' },
   layer: { type: 'string', valueName: 'L', description: 'edit layer, or layers for MEMIT (1,2,3) (default: the method\'s layers for the model)' },
-  'stats-samples': { type: 'string', valueName: 'N', description: 'documents for ROME/MEMIT statistics [default: all, at most 100000]' },
+  'stats-samples': { type: 'string', valueName: 'N', description: 'documents for ROME/MEMIT statistics [default: the model\'s: 50·f tokens (f the MLP width) without reference hyperparameters; 100000 documents for the reference models (GPT-2 medium/large/XL, GPT-J)]' },
   formula: { type: 'string', valueName: 'F', description: "ROME's update formula [default: subject-keys; consistent for the reference models]", choices: [...ROME_FORMULAS] },
   clamp: { type: 'string', valueName: 'F', description: "ROME/MEMIT v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },
   'v-steps': { type: 'string', valueName: 'N', description: 'ROME/MEMIT v* optimisation steps [default: 20]' },
