@@ -92,7 +92,7 @@ export function renderTrace(r: TraceResult, color: boolean): string {
       `noise ν=${r.noise_scale.toPrecision(4)} × ${r.samples} samples`,
   );
   out.push(qualityLine(r));
-  out.push(`backend ${r.backend} · ${r.elapsed_ms} ms · ${r.work.token_layers} token-layer evaluations (naive: ${r.work.naive_token_layers})`);
+  out.push(`backend ${r.backend} · ${r.elapsed_ms} ms · ${Math.round(r.work.token_layers)} token-layer evaluations (naive: ${r.work.naive_token_layers}; the top block counts its key/value projections as a fraction)`);
   out.push('');
   for (const k of r.kinds) out.push(renderHeatmap(r, k, color));
   return out.join('\n');
