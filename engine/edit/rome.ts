@@ -660,7 +660,9 @@ export async function romeEditParts(
   const job = new Job(control, 'ROME edit');
   const sub = (lo: number, hi: number): JobControl => subControl(control, lo, hi);
 
+  const tLayer = performance.now();
   const base = await romeHparams(model, { layer: layerAsked, facts: opts.facts }, sub(0, 0.05));
+  const layerSeconds = (performance.now() - tLayer) / 1000;
   const hp: RomeHparams = { ...base, ...opts.hparams, layer: base.layer, layerSource: base.layerSource };
   const layer = hp.layer;
   const formula: RomeFormula = asked ?? hp.formula;
@@ -752,6 +754,8 @@ export async function romeEditParts(
     stats_tokens: stats ? stats.count : 0,
     stats_documents: stats ? stats.documents : 0,
     cholesky_ridge: jitter,
+    // The layer choice (causal tracing over the model's facts, cached per model) when no layer was given.
+    seconds_layer: layerSeconds,
     seconds_stats: statsSeconds,
     seconds_templates: templateSeconds,
     seconds_keys: keySeconds,
