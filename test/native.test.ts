@@ -157,3 +157,22 @@ test('weights outside the WASM heap (host weights): same forward and trace, no e
   await selectBackend('wasm');
   await selectBackend('native');
 });
+
+test('WASM clones and same-dtype casts share data; disposing one leaves the other intact', async () => {
+  await selectBackend(status.available ? 'native' : 'wasm');
+  const { wasmSharingInstalled } = await import('../engine/runtime/wasm-sharing.js');
+  assert.ok(wasmSharingInstalled(), 'installed with the backend');
+  const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+  const before = tf.memory().numDataBuffers;
+  const c = tf.clone(x);
+  const k = tf.cast(x, 'float32');
+  assert.equal(tf.memory().numDataBuffers, before, 'no new data buffer for a clone or a no-op cast');
+  x.dispose();
+  assert.deepEqual(Array.from(c.dataSync()), [1, 2, 3, 4]);
+  c.dispose();
+  assert.deepEqual(Array.from(k.dataSync()), [1, 2, 3, 4]);
+  const i = tf.cast(k, 'int32');
+  assert.deepEqual(Array.from(i.dataSync()), [1, 2, 3, 4]);
+  assert.equal(i.dtype, 'int32');
+  tf.dispose([k, i]);
+});

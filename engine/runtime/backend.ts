@@ -16,6 +16,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { FactLensError } from '../errors.js';
 import { loadOrt, ortVersion } from './native/ort.js';
 import { installNativeMatMul, removeNativeMatMul } from './native/matmul-kernel.js';
+import { installWasmSharing } from './wasm-sharing.js';
 import { registerWebgpuBackend, webgpuAdapter, webgpuProbe } from './webgpu.js';
 
 import { BACKEND_NAMES, type BackendName, type BackendStatus } from '../protocol/model.js';
@@ -166,6 +167,8 @@ async function activateInner(name: BackendName): Promise<void> {
     throw new FactLensError('BACKEND_UNAVAILABLE', `backend '${name}' failed to initialise`, { backend: name });
   }
   await tf.ready();
+  // Both run on tfjs's WASM backend: clones and no-op casts share data (wasm-sharing.ts).
+  if (name === 'native' || name === 'wasm') installWasmSharing();
   // 'native' and 'wasm' share tfjs's WASM backend; they differ in the BatchMatMul kernel.
   if (name === 'native') installNativeMatMul();
   else if (name === 'wasm') removeNativeMatMul();
