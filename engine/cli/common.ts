@@ -64,14 +64,19 @@ export async function quietNativeProbe<T>(fn: () => Promise<T>, env: NodeJS.Proc
   }
 }
 
-/** ROME v* overrides from --clamp / --v-steps (undefined when neither is given). */
-export function romeOverrides(args: ParsedArgs, command: string): { clampNormFactor?: number; vNumGradSteps?: number } | undefined {
-  const out: { clampNormFactor?: number; vNumGradSteps?: number } = {};
+/** ROME v* overrides from --clamp / --v-steps / --v-step-growth (undefined when none is given). */
+export function romeOverrides(args: ParsedArgs, command: string): { clampNormFactor?: number; vNumGradSteps?: number; vStepGrowth?: number } | undefined {
+  const out: { clampNormFactor?: number; vNumGradSteps?: number; vStepGrowth?: number } = {};
   if (args.values.clamp !== undefined) {
     const x = Number(args.values.clamp);
     if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--clamp needs a positive number, not '${args.values.clamp}'`, command);
     out.clampNormFactor = x;
   }
   if (args.values['v-steps'] !== undefined) out.vNumGradSteps = intOption(args.values['v-steps'], 'v-steps', 20, command);
+  if (args.values['v-step-growth'] !== undefined) {
+    const x = Number(args.values['v-step-growth']);
+    if (!Number.isFinite(x) || x < 1) throw new UsageError(`--v-step-growth needs a number ≥ 1 (1: no retry), not '${args.values['v-step-growth']}'`, command);
+    out.vStepGrowth = x;
+  }
   return Object.keys(out).length ? out : undefined;
 }

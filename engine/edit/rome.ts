@@ -691,14 +691,24 @@ export async function romeEditParts(
   const { u, jitter } = leftVector(keys.kBar, stats);
   const keySeconds = (performance.now() - tKeys) / 1000;
 
-  let v = await computeVStar(model, layer, req, tpl.templates, hp, opts, new Job(sub(0.65, hp.clampGrowth ? 0.85 : 1), 'ROME edit'));
-  // Radius growth (hparams.ts): when v* misses its own target at the radius (exp(−NLL) < 0.5),
-  // once more from scratch at twice the radius.
-  let radius = hp.clampNormFactor;
+  const retries = hp.clampGrowth || hp.vStepGrowth > 1;
+  let v = await computeVStar(model, layer, req, tpl.templates, hp, opts, new Job(sub(0.65, retries ? 0.8 : 1), 'ROME edit'));
   const missed = (x: VResult) => Math.exp(-x.steps[x.steps.length - 1].nll) < 0.5;
+  // Step growth (hparams.ts): when v* misses its own target (exp(−NLL) < 0.5) after the
+  // reference's steps, once more with more steps. Adam is deterministic, so its first steps
+  // repeat the first run's: in effect the optimisation continues.
+  let stepsGrown = false;
+  if (hp.vStepGrowth > 1 && missed(v)) {
+    const steps = Math.round(hp.vStepGrowth * hp.vNumGradSteps);
+    v = await computeVStar(model, layer, req, tpl.templates, { ...hp, vNumGradSteps: steps }, opts, new Job(sub(0.8, hp.clampGrowth ? 0.9 : 1), 'ROME edit'));
+    stepsGrown = true;
+  }
+  // Radius growth (hparams.ts): when v* still misses at the radius, once more from scratch at
+  // twice the radius.
+  let radius = hp.clampNormFactor;
   if (hp.clampGrowth && missed(v)) {
     radius = 2 * hp.clampNormFactor;
-    v = await computeVStar(model, layer, req, tpl.templates, { ...hp, clampNormFactor: radius }, opts, new Job(sub(0.85, 1), 'ROME edit'));
+    v = await computeVStar(model, layer, req, tpl.templates, { ...hp, clampNormFactor: radius }, opts, new Job(sub(0.9, 1), 'ROME edit'));
   }
   const useNull = request.nullSpace ?? (opts.nullSpace !== undefined && opts.nullSpace !== false);
   let ns: NullSpace | null = null;
@@ -728,6 +738,7 @@ export async function romeEditParts(
     formula,
     clamp_norm_factor: radius,
     clamp_grown: radius !== hp.clampNormFactor ? 1 : 0,
+    v_steps_grown: stepsGrown ? 1 : 0,
     ...(ns ? { null_space_rank: ns.rank, null_space_threshold: ns.threshold, null_space_energy: ns.energy } : {}),
     k_dot_u: upd.kDotU,
     // With the direction the update uses (the multi-key u, or the projected one), not the

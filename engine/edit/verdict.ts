@@ -83,6 +83,7 @@ export function missReason(rec: EditRecord, v: Omit<EditVerdict, 'reason'>): str
     if (pStar < 0.5) {
       return (
         `${seen}: v* itself reaches only p ${n(pStar)} for the target on the rewriting prompts after ${i.v_steps} steps` +
+        (Number(i.v_steps_grown) === 1 ? ' (already retried with more steps)' : '') +
         (atClamp ? `, with δ at the clamp radius (${n(clamp)}‖v₀‖)` : '') +
         `; try a larger clamp (--clamp ${n(2 * (clamp || 4))}) or more v* steps (--v-steps ${2 * Number(i.v_steps || 20)})`
       );

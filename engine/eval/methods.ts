@@ -32,7 +32,7 @@ export function wireMethod<C extends EvalCase & { request: EditRequest }>(
     /** ROME/MEMIT: AlphaEdit's null-space projection. */
     nullSpace?: boolean;
     /** ROME/MEMIT v* overrides (clamp radius, steps). */
-    hparams?: { clampNormFactor?: number; vNumGradSteps?: number };
+    hparams?: { clampNormFactor?: number; vNumGradSteps?: number; vStepGrowth?: number };
   },
 ): EditWiring<C> {
   const layers = p.layers;

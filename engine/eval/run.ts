@@ -95,7 +95,7 @@ export interface EvaluationOptions {
   statsSamples?: number;
   formula?: RomeFormula;
   /** ROME/MEMIT v* overrides (clamp radius, steps). */
-  hparams?: { clampNormFactor?: number; vNumGradSteps?: number };
+  hparams?: { clampNormFactor?: number; vNumGradSteps?: number; vStepGrowth?: number };
   /** ROME/MEMIT: AlphaEdit's null-space projection (engine/edit/nullspace.ts). */
   nullSpace?: boolean;
   /** CounterFact: stacked edits, measured after the last (eval/sequential.ts), with retention. */

@@ -20,7 +20,7 @@ export const name = 'edit';
 export const summary = 'rewrite a fact in the model (ROME) and compare before/after';
 export const usage =
   'edit --prompt "<prompt with {}>" --subject S --target T [--target-true T] [--method rome] [--layer L] ' +
-  '[--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--null-space] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
+  '[--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--v-step-growth F] [--null-space] [--check "<prompt>"]... [--check-file FILE]... [--save DIR [--force]] [--record FILE] [--model DIR] [--json]';
 export const description =
   'The prompt marks the subject with "{}" (a prompt that contains the subject verbatim works too).\n' +
   'Shows P(target) and P(true target) (all target tokens, teacher forced) on the edit prompt and every\n' +
@@ -51,6 +51,7 @@ export const options: OptionsSpec = {
   },
   clamp: { type: 'string', valueName: 'F', description: "ROME v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },
   'v-steps': { type: 'string', valueName: 'N', description: 'ROME v* optimisation steps [default: 20]' },
+  'v-step-growth': { type: 'string', valueName: 'F', description: "ROME: when v* misses its target after --v-steps, retry once with F× the steps (1: no retry) [default: 2 without reference hyperparameters, else 1]" },
   'null-space': { type: 'boolean', description: "ROME/MEMIT: AlphaEdit's null-space projection of the update" },
   check: { type: 'string', short: 'c', multiple: true, valueName: 'PROMPT', description: 'another prompt to compare (repeatable)' },
   'check-file': { type: 'string', multiple: true, valueName: 'FILE', description: 'check every prompt of a .prompts or CounterFact .json file before/after (repeatable)' },

@@ -26,7 +26,7 @@ import { readRegularText } from '../../util/files.js';
 export const name = 'eval';
 export const summary = 'evaluate an editing method on CounterFact or zsRE records (efficacy, generalisation, specificity, fluency)';
 export const usage =
-  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--sequential] [--null-space] [--per-record FILE] [--model DIR] [--json]';
+  'eval --dataset FILE [--method rome|memit|ft|ft-l|none] [--limit N] [--batch N] [--layer L|L1,L2,..] [--gen-every N] [--epsilon E] [--stats-samples N] [--formula subject-keys|keys|consistent|reference] [--clamp F] [--v-steps N] [--v-step-growth F] [--sequential] [--null-space] [--per-record FILE] [--model DIR] [--json]';
 export const description =
   'For each record: metrics on the unedited model, compute and apply the edit, metrics again, restore\n' +
   '(verified bit-identical). With --batch N, N records are edited together (ROME/FT sequentially, MEMIT\n' +
@@ -49,6 +49,7 @@ export const options: OptionsSpec = {
   formula: { type: 'string', valueName: 'F', description: "ROME's update formula [default: subject-keys; consistent for the reference models]", choices: [...ROME_FORMULAS] },
   clamp: { type: 'string', valueName: 'F', description: "ROME/MEMIT v* clamp radius in units of ‖v₀‖ [default: the model's hyperparameters]" },
   'v-steps': { type: 'string', valueName: 'N', description: 'ROME/MEMIT v* optimisation steps [default: 20]' },
+  'v-step-growth': { type: 'string', valueName: 'F', description: "ROME: when v* misses its target after --v-steps, retry once with F× the steps (1: no retry) [default: 2 without reference hyperparameters, else 1]" },
   'gen-every': { type: 'string', valueName: 'N', description: 'GE on every N-th record (0: skip the generation test)', default: '1' },
   epsilon: { type: 'string', valueName: 'E', description: `FT+L L∞ radius [default: the reference model's, else ${DEFAULT_EPSILON}]` },
   seed: { type: 'string', valueName: 'S', description: 'generation sampling seed', default: '0' },
