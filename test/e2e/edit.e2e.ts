@@ -275,16 +275,17 @@ describe('Editing facts in VS Code (code-server + Chromium)', { timeout: 1_800_0
   test('an edit that does not take (from its "Edit" CodeLens) shows the "did not take" verdict', { timeout: EDIT_TIMEOUT + 120_000 }, async () => {
     await showExplorer(page);
     await openFile(page, 'edits.prompts');
-    await editorLine(page, '[Svetlana Lewandowski] works as a').waitFor();
-    // The CodeLens of that line (the third prompt of the file). v* never makes "musician"
-    // likely for this subject, so the verdict names v* and suggests a larger clamp or more steps.
+    await editorLine(page, '[Winnipeg] is located in the country of').waitFor();
+    // The CodeLens of that line (the third prompt of the file). v* never makes "Thailand"
+    // likely for this subject, even retried with twice the steps, so the verdict names v* and
+    // suggests a larger clamp or more steps.
     const lenses = page.locator('.codelens-decoration a', { hasText: 'Edit' });
     await lenses.nth(2).waitFor({ timeout: 60_000 });
     await lenses.nth(2).click();
-    await wizard(page, '{} works as a', 'musician', /mathematician/);
-    const v = await waitForEditView(page, 'musician');
+    await wizard(page, '{} is located in the country of', 'Thailand', /Canada/);
+    const v = await waitForEditView(page, 'Thailand');
     assert.equal(v.took, 'no', v.verdict);
-    assert.equal(v.afterTop, '" mathematician"');
+    assert.notEqual(v.afterTop, '" Thailand"');
     assert.match(v.verdict, /The edit did not take/);
     assert.match(v.verdict, /v\*/);
     await screenshot(page, 'e2e-edit-failed.png');
