@@ -8,14 +8,13 @@
  *  - the fast 3-kind trace of a 12-token prompt against numpy running the naive trace's
  *    forwards (3·T·L + 1 forwards of the 11-row batch: what the naive method does);
  *  - `factlens trace "The capital of [France] is"` end to end (a child process, the real CLI)
- *    on native and on WASM, and on the build of the commit before this work (BASELINE_COMMIT),
+ *    on native and on WASM, and on the build of the commit before this work (cli-trace.ts),
  *    built from git into a temporary folder.
  * Machine load (load average, CPU pressure) is recorded before and after.
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeModel, loadModel } from '../engine/model/load.js';
@@ -28,9 +27,8 @@ import { tidyData } from '../engine/util/scope.js';
 import { ensureGpt2Small, GPT2_SMALL } from './gpt2-small.js';
 import type { BenchContext, Section, SectionResult } from './types.js';
 import { cpuPressure, MB, measure, sig } from './util.js';
+import { cliTraceComparison } from './cli-trace.js';
 
-/** main before issue #12's work (the trace bug, native products): the "today" of the issue. */
-export const BASELINE_COMMIT = 'e380fc8';
 const ROOT = path.resolve(__dirname, '..');
 const ROWS = 11;
 const TOKENS = 16;
@@ -51,39 +49,6 @@ function python(script: string, req: unknown, timeoutMs: number): unknown {
 function loadLine(): string {
   const p = cpuPressure();
   return `load average ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}${p ? `, CPU pressure (PSI some avg10) ${p.avg10}%` : ''}`;
-}
-
-/** The CLI bundle of BASELINE_COMMIT, built once into os.tmpdir() (null with the reason when it cannot be). */
-function baselineCli(ctx: BenchContext): { cli: string } | { why: string } {
-  const dir = path.join(os.tmpdir(), 'factlens-bench', `cli-${BASELINE_COMMIT}`);
-  const cli = path.join(dir, 'bin', 'factlens.js');
-  if (fs.existsSync(path.join(dir, 'dist', 'engine', 'cli.js'))) return { cli };
-  try {
-    ctx.log(`building the CLI of ${BASELINE_COMMIT} in ${dir} ...`);
-    fs.rmSync(dir, { recursive: true, force: true });
-    fs.mkdirSync(dir, { recursive: true });
-    const tar = execFileSync('git', ['archive', '--format=tar', BASELINE_COMMIT], { cwd: ROOT, maxBuffer: 512 * MB });
-    execFileSync('tar', ['-x', '-C', dir], { input: tar });
-    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
-    execFileSync('node', ['scripts/build.mjs', '--only', 'cli'], { cwd: dir, stdio: 'ignore' });
-    return { cli };
-  } catch (e) {
-    return { why: `could not build ${BASELINE_COMMIT}: ${(e as Error).message.split('\n')[0]}` };
-  }
-}
-
-function cliTrace(cli: string, backend: string | null): { wallMs: number; reportedMs: number | null; ok: boolean; err: string } {
-  const args = [cli, 'trace', 'The capital of [France] is', '--json', ...(backend ? ['--backend', backend] : [])];
-  const t0 = performance.now();
-  const r = spawnSync('node', args, { encoding: 'utf8', maxBuffer: 64 * MB, timeout: 300_000, env: { ...process.env, FACTLENS_NATIVE_THREADS: String(nativeThreads()) } });
-  const wallMs = performance.now() - t0;
-  let reportedMs: number | null = null;
-  try {
-    reportedMs = (JSON.parse(r.stdout) as { elapsed_ms: number }).elapsed_ms;
-  } catch {
-    /* reported below as not ok */
-  }
-  return { wallMs, reportedMs, ok: r.status === 0 && reportedMs !== null, err: (r.stderr || '').trim().split('\n').slice(-1)[0] ?? '' };
 }
 
 async function run(ctx: BenchContext): Promise<SectionResult> {
@@ -190,40 +155,11 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
     rows: traceRows,
   });
 
-  // The CLI end to end, as a user runs it.
-  const cliRows: string[][] = [];
-  const current = path.join(ROOT, 'bin', 'factlens.js');
-  const runs: Array<{ label: string; cli: string; backend: string | null }> = [];
-  if (fs.existsSync(path.join(ROOT, 'dist', 'engine', 'cli.js'))) {
-    for (const b of backends) runs.push({ label: `this build, ${b}`, cli: current, backend: b });
-  } else out.skipped.push({ what: 'CLI trace (this build)', why: 'dist/engine/cli.js missing: run npm run build first' });
-  const base = baselineCli(ctx);
-  if ('cli' in base) runs.push({ label: `${BASELINE_COMMIT} (before issue #12), wasm`, cli: base.cli, backend: null });
-  else out.skipped.push({ what: `CLI trace (${BASELINE_COMMIT})`, why: base.why });
-  const results = new Map<string, number[]>();
-  for (let rep = 0; rep < 2; rep++) {
-    for (const r of runs) {
-      ctx.log(`CLI trace: ${r.label} (repeat ${rep + 1})`);
-      const c = cliTrace(r.cli, r.backend);
-      if (!c.ok) {
-        out.skipped.push({ what: `CLI trace ${r.label}`, why: c.err });
-        continue;
-      }
-      results.set(r.label, [...(results.get(r.label) ?? []), c.wallMs]);
-      out.rows.push({ kind: 'cli-trace', label: r.label, rep, wallMs: c.wallMs, reportedMs: c.reportedMs });
-    }
-  }
-  const baseLabel = runs.find((r) => r.backend === null)?.label;
-  const baseBest = baseLabel && results.get(baseLabel) ? Math.min(...results.get(baseLabel)!) : null;
-  for (const [label, ws] of results) {
-    const best = Math.min(...ws);
-    cliRows.push([label, sig(best, 4), ws.map((w) => sig(w, 4)).join(', '), baseBest ? `**${sig(baseBest / best)}×**` : '–']);
-  }
-  out.tables.push({
-    title: '`factlens trace "The capital of [France] is"` end to end (tinyworld; process start, model load, trace, output)',
-    columns: ['build, backend', 'best ms', 'runs (interleaved)', `speed vs ${BASELINE_COMMIT}`],
-    rows: cliRows,
-  });
+  // The CLI end to end, as a user runs it (the same measurement as the 'cli' section).
+  const cli = cliTraceComparison(ctx, backends, 2);
+  out.rows.push(...cli.rows);
+  out.skipped.push(...cli.skipped);
+  out.tables.push(cli.table);
   out.notes.push(`Machine load: before ${loadBefore}; after ${loadLine()}. Runs were niced by the caller when so noted in the README.`);
   return out;
 }

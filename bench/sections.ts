@@ -10,5 +10,6 @@ import { computeSection } from './compute.js';
 import { xlSection } from './xl.js';
 import { threadsSection } from './threads.js';
 import { specificitySection } from './specificity.js';
+import { cliSection } from './cli-trace.js';
 
-export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, threadsSection, xlSection, specificitySection];
+export const SECTIONS: Section[] = [forwardSection, traceSection, editSection, computeSection, threadsSection, xlSection, specificitySection, cliSection];
