@@ -66,3 +66,11 @@ describe('changed words and top-5 rows', () => {
     assert.equal(rome[1].prob, d.after.top[0].prob);
   });
 });
+
+test('v* p(new) in the view is exp(−NLL), the figure the verdict quotes; target_prob_final only for older records', () => {
+  const base = { id: 'x', request: { prompt: '{} is in', subject: 'A', target: 'B' }, method: 'rome' as const, layers: [3], createdAt: '' };
+  const now = romeDiagnostics({ ...base, info: { nll_final: Math.log(1e5), target_prob_final: 0.0048 } } as never);
+  assert.ok(Math.abs(now.vStarProb! - 1e-5) < 1e-12, String(now.vStarProb));
+  const old = romeDiagnostics({ ...base, info: { target_prob_final: 0.0048 } } as never);
+  assert.equal(old.vStarProb, 0.0048);
+});

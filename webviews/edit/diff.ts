@@ -39,7 +39,9 @@ export function romeDiagnostics(e: EditSummary): { kRatio?: number; kDotU?: numb
   return {
     kRatio: kBar && kBare !== undefined ? kBare / kBar : undefined,
     kDotU: num(e.info.k_dot_u),
-    vStarProb: num(e.info.target_prob_final),
+    // v*'s own success as the verdict measures it (edit/verdict.ts): exp(−NLL), the geometric
+    // mean over the rewriting prompts; the arithmetic mean (target_prob_final) for older records.
+    vStarProb: num(e.info.nll_final) !== undefined ? Math.exp(-num(e.info.nll_final)!) : num(e.info.target_prob_final),
     deltaW: num(e.info.delta_w_norm) ?? num(e.info.delta_norm),
   };
 }
