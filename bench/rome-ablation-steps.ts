@@ -13,14 +13,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../engine/model/load.js';
-import { applyEdit, revertEdit } from '../engine/edit/apply.js';
 import { romeHparams, statsTokens } from '../engine/edit/hparams.js';
 import { layerStats } from '../engine/edit/stats.js';
 import { contextTemplates } from '../engine/edit/templates.js';
 import { computeVStar, multiKeyUpdate, prepareRequest, romeKeys, updateKeys } from '../engine/edit/rome.js';
-import { measureCounterFact, parseCounterFactRecord, isSkipped } from '../engine/eval/counterfact.js';
-import { modelContentHash } from '../engine/edit/hash.js';
-import type { EditRecord } from '../engine/edit/types.js';
+import { parseCounterFactRecord, isSkipped } from '../engine/eval/counterfact.js';
+import { measureUpdate } from './rome-ablation-measure.js';
 import { TINYWORLD } from '../test/helpers/golden.js';
 
 const { values } = parseArgs({
@@ -70,29 +68,13 @@ async function main(): Promise<void> {
       const v = await computeVStar(model, layer, req, templates, { ...hp, vNumGradSteps: steps });
       const delta = Float64Array.from(v.vStar, (x, j) => x - keys.mBare[j]);
       const upd = multiKeyUpdate(updateKeys(model, layer, req, templates, keys, values.base === 'keys' ? 'keys' : 'subject-keys'), stats, delta);
-      const rec: EditRecord = {
-        id: `abl-steps-${row.index}`,
-        request: c.request,
-        method: 'rome',
-        layers: [layer],
-        deltas: [{ kind: 'rank-one', layer, u: Array.from(upd.u), v: Array.from(upd.vR) }],
-        info: {},
-        modelHash: modelContentHash(model),
-        createdAt: new Date().toISOString(),
-      };
-      applyEdit(model, rec);
-      let m;
-      try {
-        m = measureCounterFact(model, [c])[0].metrics;
-      } finally {
-        revertEdit(model, rec.id);
-      }
+      const m = measureUpdate(model, c, layer, upd, `abl-steps-${row.index}`);
       const last = v.steps[v.steps.length - 1];
       result = {
         index: row.index,
         retried: true,
         v_nll_steps: last.nll,
-        [variant]: { ES: m.ES, PS: m.PS, NS: m.NS, took: m.rewrite_acc, dw: upd.deltaNorm, kdu: upd.kDotU },
+        [variant]: m,
       };
       console.error(`#${row.index} retried with ${steps} steps: p* ${Math.exp(-last.nll).toExponential(2)} ES ${m.ES} PS ${m.PS} NS ${m.NS}`);
     }

@@ -16,14 +16,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../engine/model/load.js';
-import { applyEdit, revertEdit } from '../engine/edit/apply.js';
 import { romeHparams, statsTokens } from '../engine/edit/hparams.js';
 import { layerStats } from '../engine/edit/stats.js';
 import { contextTemplates } from '../engine/edit/templates.js';
 import { computeVStar, leftVector, multiKeyUpdate, prepareRequest, rightVector, romeKeys, type RomeUpdate } from '../engine/edit/rome.js';
-import { measureCounterFact, parseCounterFactRecord, isSkipped } from '../engine/eval/counterfact.js';
-import type { EditRecord } from '../engine/edit/types.js';
-import { modelContentHash } from '../engine/edit/hash.js';
+import { parseCounterFactRecord, isSkipped } from '../engine/eval/counterfact.js';
+import { measureUpdate } from './rome-ablation-measure.js';
 import { dot } from '../engine/edit/linalg.js';
 import { nullSpace } from '../engine/edit/nullspace.js';
 import { TINYWORLD } from '../test/helpers/golden.js';
@@ -118,24 +116,7 @@ async function main(): Promise<void> {
         const ridge = /ridge([0-9.e-]+)/.exec(name);
         upd = multiKeyUpdate(all, st, delta, ridge ? Number(ridge[1]) : undefined, name.includes('+null') ? nullSpace(st) : null);
       } else throw new Error(`unknown formula ${name}`);
-      const rec: EditRecord = {
-        id: `abl-${i}-${full}`,
-        request: c.request,
-        method: 'rome',
-        layers: [layer],
-        deltas: [{ kind: 'rank-one', layer, u: Array.from(upd.u), v: Array.from(upd.vR) }],
-        info: {},
-        modelHash: modelContentHash(model),
-        createdAt: new Date().toISOString(),
-      };
-      applyEdit(model, rec);
-      let m;
-      try {
-        m = measureCounterFact(model, [c])[0].metrics;
-      } finally {
-        revertEdit(model, rec.id);
-      }
-      row[full] = { ES: m.ES, PS: m.PS, NS: m.NS, took: m.rewrite_acc, dw: upd.deltaNorm, kdu: upd.kDotU };
+      row[full] = measureUpdate(model, c, layer, upd, `abl-${i}-${full}`);
     }
     row.seconds = (performance.now() - t0) / 1000;
     fs.appendFileSync(out, JSON.stringify(row) + '\n');
