@@ -7,7 +7,7 @@
  * Every cache goes to a fresh temporary FACTLENS_CACHE_DIR. Statistics use a small sample of
  * the corpus (1,000 documents, ~14k tokens) to keep the file at a few minutes.
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -42,14 +42,15 @@ import {
 import { cholesky, choleskySolve, matVec } from '../engine/edit/linalg.js';
 import { FrozenWeights, withFastGradients } from '../engine/edit/fastgrad.js';
 import { main } from '../engine/cli/main.js';
-import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
+import { TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
 import { FactLensError } from '../engine/errors.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { editSession } from './helpers/edit-session.js';
 import { slowTest } from './helpers/tier.js';
 
-const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-edit-test-'));
-process.env.FACTLENS_CACHE_DIR = CACHE;
+let m: LoadedModel;
+const CACHE = editSession('edit', (x) => (m = x));
 const LAYER = 3;
 const SAMPLES = 1000;
 const CF = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json'), 'utf8')) as Array<{
@@ -59,16 +60,6 @@ const CF = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json
 }>;
 const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
 
-let m: LoadedModel;
-
-before(async () => {
-  m = await sharedModel();
-});
-
-after(() => {
-  revertAllEdits(m);
-  fs.rmSync(CACHE, { recursive: true, force: true });
-});
 
 function tmpFile(name: string, text: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-edit-'));

@@ -6,7 +6,7 @@
  *
  * Caches go to a fresh FACTLENS_CACHE_DIR; statistics use 1,000 corpus documents.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -34,13 +34,14 @@ import { choleskySolve, dot } from '../engine/edit/linalg.js';
 import { adjustedKeys } from '../engine/edit/memit.js';
 import { Rng } from '../engine/util/rng.js';
 import { main } from '../engine/cli/main.js';
-import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
+import { TEST_BACKEND } from './helpers/model.js';
 import { expectError } from './helpers/errors.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { editSession } from './helpers/edit-session.js';
 import { slowTest } from './helpers/tier.js';
 
-const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-memit-test-'));
-process.env.FACTLENS_CACHE_DIR = CACHE;
+let m: LoadedModel;
+const CACHE = editSession('memit', (x) => (m = x));
 const SAMPLES = 1000;
 const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
 const CF = JSON.parse(fs.readFileSync(CF_PATH, 'utf8')) as Array<{
@@ -48,14 +49,6 @@ const CF = JSON.parse(fs.readFileSync(CF_PATH, 'utf8')) as Array<{
   paraphrase_prompts: string[];
 }>;
 
-let m: LoadedModel;
-before(async () => {
-  m = await sharedModel();
-});
-after(() => {
-  revertAllEdits(m);
-  fs.rmSync(CACHE, { recursive: true, force: true });
-});
 
 function requestOf(i: number, layers?: number[]): EditRequest {
   const rw = CF[i].requested_rewrite;

@@ -8,22 +8,21 @@
  *  - the README example with the defaults: layer by tracing, statistics from 50·f tokens, the
  *    'subject-keys' formula; the edit takes, and "The capital of France is" keeps " Paris".
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { LoadedModel } from '../engine/model/load.js';
 import { applyEdit, computeEdit, probePrompts, revertAllEdits, romeEditParts, revertEdit } from '../engine/edit/index.js';
 import { prepareRequest, romeKeys, updateKeys } from '../engine/edit/rome.js';
 import { dot, norm } from '../engine/edit/linalg.js';
-import { model as sharedModel } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { editSession } from './helpers/edit-session.js';
 import { slowTest } from './helpers/tier.js';
 
-const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-rome-keys-test-'));
-process.env.FACTLENS_CACHE_DIR = CACHE;
+let m: LoadedModel;
+editSession('rome-keys', (x) => (m = x));
 const LAYER = 3;
 const SAMPLES = 1000;
 const CF = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json'), 'utf8')) as Array<{
@@ -31,14 +30,6 @@ const CF = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json
   paraphrase_prompts: string[];
 }>;
 
-let m: LoadedModel;
-before(async () => {
-  m = await sharedModel();
-});
-after(() => {
-  revertAllEdits(m);
-  fs.rmSync(CACHE, { recursive: true, force: true });
-});
 
 /** k·W + b of the layer's MLP output matrix (float32 on the backend, as the forward). */
 function layerOut(k: ArrayLike<number>): Float64Array {

@@ -5,10 +5,9 @@
  * edits by hand. Real edits on the embedded tinyworld model; statistics from 1,000 corpus
  * documents in a fresh cache folder.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { LoadedModel } from '../engine/model/load.js';
 import { applyEdit, computeEdit, layerStats, listEdits, revertAllEdits, romeEditParts, computeEditBatch } from '../engine/edit/index.js';
@@ -19,25 +18,18 @@ import { evaluateCounterFact, measureCounterFact, parseCounterFactRecord, isSkip
 import { retentionAccuracy, retentionSample } from '../engine/eval/retention.js';
 import { wireMethod } from '../engine/eval/methods.js';
 import { main } from '../engine/cli/main.js';
-import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
+import { TEST_BACKEND } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { editSession } from './helpers/edit-session.js';
 import { slowTest } from './helpers/tier.js';
 
-const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-stacked-test-'));
-process.env.FACTLENS_CACHE_DIR = CACHE;
+let m: LoadedModel;
+editSession('stacked', (x) => (m = x));
 const LAYER = 3;
 const SAMPLES = 1000;
 const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
 const CF = JSON.parse(fs.readFileSync(CF_PATH, 'utf8')) as unknown[];
 
-let m: LoadedModel;
-before(async () => {
-  m = await sharedModel();
-});
-after(() => {
-  revertAllEdits(m);
-  fs.rmSync(CACHE, { recursive: true, force: true });
-});
 
 describe('symmetric eigendecomposition', () => {
   test('A v = λ v, orthonormal vectors, ascending values', () => {

@@ -7,10 +7,9 @@
  * Real edits on the embedded tinyworld model; statistics from 1,000 corpus documents in a fresh
  * cache folder.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { LoadedModel } from '../engine/model/load.js';
@@ -20,24 +19,17 @@ import { applyEdit, computeEdit, greedyCheck, listEdits, revertAllEdits, type Ed
 import { evaluateCounterFact } from '../engine/eval/counterfact.js';
 import { wireMethod } from '../engine/eval/methods.js';
 import { main } from '../engine/cli/main.js';
-import { model as sharedModel, TEST_BACKEND } from './helpers/model.js';
+import { TEST_BACKEND } from './helpers/model.js';
 import { TINYWORLD } from './helpers/golden.js';
+import { editSession } from './helpers/edit-session.js';
 
-const CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-verdict-test-'));
-process.env.FACTLENS_CACHE_DIR = CACHE;
+let m: LoadedModel;
+editSession('verdict', (x) => (m = x));
 const LAYER = 3;
 const SAMPLES = 1000;
 const CF_PATH = path.join(TINYWORLD, 'counterfact-dev.json');
 const CF = JSON.parse(fs.readFileSync(CF_PATH, 'utf8')) as unknown[];
 
-let m: LoadedModel;
-before(async () => {
-  m = await sharedModel();
-});
-after(() => {
-  revertAllEdits(m);
-  fs.rmSync(CACHE, { recursive: true, force: true });
-});
 
 function logits(prompt: string): Float32Array {
   const t = tf.tidy(() => forward(m, padBatch([m.tokenizer.encode(prompt)])).logits!);
