@@ -14,13 +14,21 @@ export interface JobControl {
 
 export class Job {
   private lastReport = 0;
+  private lastPhase: string | null = null;
   constructor(private readonly control: JobControl = {}, private readonly what = 'job') {}
 
-  /** Reports progress (rate-limited to ~10/s) and throws CANCELLED when asked to stop. */
+  /**
+   * Reports progress (rate-limited to ~10/s, except that a new phase — the message's text
+   * before its first ':' — is always shown, so a short last phase is not swallowed by the
+   * limit) and throws CANCELLED when asked to stop.
+   */
   async checkpoint(fraction: number, message: string): Promise<void> {
     const now = Date.now();
-    if (this.control.onProgress && (now - this.lastReport > 100 || fraction >= 1)) {
+    const colon = message.indexOf(':');
+    const phase = colon >= 0 ? message.slice(0, colon) : message;
+    if (this.control.onProgress && (now - this.lastReport > 100 || fraction >= 1 || phase !== this.lastPhase)) {
       this.lastReport = now;
+      this.lastPhase = phase;
       this.control.onProgress(Math.max(0, Math.min(1, fraction)), message);
     }
     await new Promise<void>((resolve) => setImmediate(resolve));
