@@ -256,6 +256,8 @@ describe('engine over stdio: round trips', () => {
     const records = JSON.parse(fs.readFileSync(path.join(TINYWORLD, 'counterfact-dev.json'), 'utf8'));
     const file = path.join(os.tmpdir(), `factlens-eval-seq-${process.pid}.json`);
     fs.writeFileSync(file, JSON.stringify(records.slice(0, 2)));
+    // The slow tier runs this test alone: load the model unless an earlier test did.
+    if ((await client.request(ModelInfoRequest, {})) === null) await client.request(ModelLoad, {});
     try {
       const before = (await client.request(Predict, { prompt: 'The capital of France is' })) as { top: Array<{ prob: number }> };
       const r = (await client.request(EvalRun, { dataset: file, method: 'rome', limit: 2, sequential: true, nullSpace: true, perRecord: true })) as Record<string, any>;

@@ -271,7 +271,7 @@ export async function layerStats(
   const file = useCache ? statsFile(mHash, layer, cHash, chosen.length) : null;
   if (file) {
     cleanStaleTemps(path.dirname(file));
-    const hit = readStatsFile(file, f);
+    const hit = readStatsMemo(file, f);
     if (hit) {
       return {
         layer,
@@ -410,6 +410,40 @@ export function importNpzStats(file: string, layer: number, f: number, started =
 // disk beside them (`.chol`: the packed lower triangle in float64). Factoring is O(f³/3) in
 // float64 JavaScript: 0.2 s CPU for f = 1024 but ~9 s for GPT-2 small's f = 3072, which every
 // new process (each `factlens edit`) would pay again.
+
+/**
+ * Statistics read from the disk cache, kept in memory for the later edits of the same process
+ * (the extension's engine, an evaluation loop): reading and checksumming the f×f float64 file
+ * took 0.3–0.5 s of every warm tinyworld edit. Keyed by path, size and modification time, so a
+ * rewritten file is read again; at most STATS_MEMO_BYTES (a GPT-2-XL layer, 6400², is 328 MB
+ * and is not kept). The sums are only read by their users.
+ */
+const STATS_MEMO_BYTES = 256 * 1024 * 1024;
+const statsMemo = new Map<string, NonNullable<ReturnType<typeof readStatsFile>>>();
+
+function readStatsMemo(file: string, f: number): ReturnType<typeof readStatsFile> {
+  let key: string;
+  try {
+    const st = fs.statSync(file);
+    key = `${file}|${st.size}|${st.mtimeMs}|${f}`;
+  } catch {
+    return null;
+  }
+  const kept = statsMemo.get(key);
+  if (kept) return kept;
+  const hit = readStatsFile(file, f);
+  if (hit && hit.sum.byteLength <= STATS_MEMO_BYTES) {
+    let bytes = hit.sum.byteLength;
+    for (const v of statsMemo.values()) bytes += v.sum.byteLength;
+    while (bytes > STATS_MEMO_BYTES && statsMemo.size) {
+      const oldest = statsMemo.keys().next().value!;
+      bytes -= statsMemo.get(oldest)!.sum.byteLength;
+      statsMemo.delete(oldest);
+    }
+    statsMemo.set(key, hit);
+  }
+  return hit;
+}
 
 const CHOL_MAGIC = Buffer.from('FLCHOL\u0000\u0001', 'latin1');
 const factorMemo = new Map<string, Cholesky>();
