@@ -14,8 +14,9 @@
  * wasm, cpu, node); rome.ts keeps the op-by-op form for WebGPU.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { heapView, nativeMatMulInstalled } from '../runtime/native/matmul-kernel.js';
-import { NativeGraph, nativeThreads, ortTensor } from '../runtime/native/ort.js';
+import { nativeMatMulInstalled } from '../runtime/native/matmul-kernel.js';
+import { NativeGraph, ortTensor } from '../runtime/native/ort.js';
+import { nativeHeadFeeds } from '../runtime/vocab.js';
 
 /** The native head: z = x·W (+ b), its row maxima and exp(z − max), in one onnxruntime graph. */
 const graphs = new Map<string, NativeGraph>();
@@ -55,17 +56,11 @@ function headExp(
 ): { z: Float32Array; zmax: Float32Array; e: Float32Array; V: number } {
   const P = x.shape[0];
   if (native && nativeMatMulInstalled() && tf.getBackend() === 'wasm' && x.dtype === 'float32') {
-    const backend = tf.backend() as unknown as Parameters<typeof heapView>[0];
-    const [d, V] = native.w.shape;
-    const feeds: Record<string, ReturnType<typeof ortTensor>> = {
-      x: ortTensor('float32', heapView(backend, x), [P, d]),
-      w: ortTensor('float32', heapView(backend, native.w), [d, V]),
-    };
-    if (native.b) feeds.b = ortTensor('float32', heapView(backend, native.b), [V]);
+    const V = native.w.shape[1];
+    const { feeds, threads } = nativeHeadFeeds(x, native.w, native.b);
     const z = new Float32Array(P * V);
     const e = new Float32Array(P * V);
     const zmax = new Float32Array(P);
-    const threads = 2 * P * d * V >= 1 << 22 ? nativeThreads() : 1;
     expGraph(!!native.b, V).run(
       feeds,
       { z: ortTensor('float32', z, [P, V]), zmax: ortTensor('float32', zmax, [P, 1]), e: ortTensor('float32', e, [P, V]) },

@@ -80,18 +80,32 @@ function checkTargets(targets: ArrayLike<number>, n: number, vocab: number): voi
   }
 }
 
-function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
-  const w = m.weights;
+/**
+ * The inputs every native head graph shares — hidden rows x [n, d], the unembedding w [d, v]
+ * and its bias b, read in place in the WASM heap — and the thread count for an n·d·v product.
+ */
+export function nativeHeadFeeds(
+  rows: tf.Tensor2D,
+  unembed: tf.Tensor2D,
+  bias: tf.Tensor1D | undefined,
+): { feeds: Record<string, ReturnType<typeof ortTensor>>; threads: number } {
   const backend = tf.backend() as unknown as Parameters<typeof heapView>[0];
   const [n, d] = rows.shape;
-  const v = w.unembed.shape[1];
+  const v = unembed.shape[1];
   const feeds: Record<string, ReturnType<typeof ortTensor>> = {
     x: ortTensor('float32', heapView(backend, rows), [n, d]),
-    w: ortTensor('float32', heapView(backend, w.unembed), [d, v]),
-    target: ortTensor('int64', BigInt64Array.from(Array.from(targets, BigInt)), [n, 1]),
+    w: ortTensor('float32', heapView(backend, unembed), [d, v]),
   };
-  if (w.unembedBias) feeds.b = ortTensor('float32', heapView(backend, w.unembedBias), [v]);
-  const threads = 2 * n * d * v >= 1 << 22 ? nativeThreads() : 1;
+  if (bias) feeds.b = ortTensor('float32', heapView(backend, bias), [v]);
+  return { feeds, threads: 2 * n * d * v >= 1 << 22 ? nativeThreads() : 1 };
+}
+
+function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+  const w = m.weights;
+  const n = rows.shape[0];
+  const v = w.unembed.shape[1];
+  const { feeds, threads } = nativeHeadFeeds(rows, w.unembed, w.unembedBias);
+  feeds.target = ortTensor('int64', BigInt64Array.from(Array.from(targets, BigInt)), [n, 1]);
   const out = queryGraph(!!w.unembedBias, v).run(feeds, { logprob: null, maxLogprob: null, argmax: null }, threads);
   return {
     logprob: Float32Array.from(out.logprob.data as Float32Array),
