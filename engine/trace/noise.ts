@@ -11,6 +11,7 @@ import type { LoadedModel } from '../model/load.js';
 import { Rng } from '../util/rng.js';
 import { readRegularText } from '../util/files.js';
 import { tidyData } from '../util/scope.js';
+import { heapView } from '../runtime/native/matmul-kernel.js';
 
 /** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
 export function modelSubjects(dir: string): { subjects: string[]; source: string } | null {
@@ -43,9 +44,9 @@ const scaleCache = new WeakMap<LoadedModel, Map<string, { scale: number; source:
  * matrix, which the result then says.
  */
 export function threeSigma(model: LoadedModel, subjects?: string[]): { scale: number; source: string } {
-  const { key, memo, read, finish } = sigmaPlan(model, subjects);
+  const { key, memo, read, finish, inHeap } = sigmaPlan(model, subjects);
   if (memo.has(key)) return memo.get(key)!;
-  return finish(tidyData(read));
+  return inHeap() ?? finish(tidyData(read));
 }
 
 /**
@@ -53,8 +54,10 @@ export function threeSigma(model: LoadedModel, subjects?: string[]): { scale: nu
  * synchronous threeSigma in prepare() finds the value: WebGPU reads only asynchronously).
  */
 export async function threeSigmaAsync(model: LoadedModel, subjects?: string[]): Promise<{ scale: number; source: string }> {
-  const { key, memo, read, finish } = sigmaPlan(model, subjects);
+  const { key, memo, read, finish, inHeap } = sigmaPlan(model, subjects);
   if (memo.has(key)) return memo.get(key)!;
+  const direct = inHeap();
+  if (direct) return direct;
   const t = tf.tidy(read);
   try {
     return finish((await t.data()) as Float32Array);
@@ -69,20 +72,44 @@ function sigmaPlan(model: LoadedModel, subjects?: string[]) {
   const memo = scaleCache.get(model) ?? new Map<string, { scale: number; source: string }>();
   scaleCache.set(model, memo);
   const withSubjects = !!set && set.subjects.length > 0;
-  const read = (): tf.Tensor => {
-    if (!withSubjects) return tf.clone(model.weights.wte);
+  const subjectIds = (): number[] => {
     const ids: number[] = [];
     for (const s of set!.subjects) ids.push(...model.tokenizer.encode(s));
-    return tf.gather(model.weights.wte, tf.tensor1d(ids, 'int32'));
+    return ids;
   };
-  const finish = (values: Float32Array) => {
+  const read = (): tf.Tensor => {
+    if (!withSubjects) return tf.clone(model.weights.wte);
+    return tf.gather(model.weights.wte, tf.tensor1d(subjectIds(), 'int32'));
+  };
+  const done = (scale: number) => {
     const result = withSubjects
-      ? { scale: 3 * std(values), source: `3σ of the token embeddings of ${set!.subjects.length} subjects (${set!.source})` }
-      : { scale: 3 * std(values), source: '3σ of all token embeddings (the model folder has no subject set)' };
+      ? { scale, source: `3σ of the token embeddings of ${set!.subjects.length} subjects (${set!.source})` }
+      : { scale, source: '3σ of all token embeddings (the model folder has no subject set)' };
     memo.set(key, result);
     return result;
   };
-  return { key, memo, read, finish };
+  const finish = (values: Float32Array) => done(3 * std(values));
+  // On the WASM backends the embedding matrix is readable in place: the rows are read there
+  // instead of gathered (WASM's Gather kernel walks ~2M floats one index at a time, ~0.1 s on
+  // tinyworld) and copied out. Same values, same float64 sums, so the same scale.
+  const inHeap = (): { scale: number; source: string } | null => {
+    if (tf.getBackend() !== 'wasm') return null;
+    const wte = model.weights.wte;
+    const view = heapView(tf.backend() as unknown as Parameters<typeof heapView>[0], wte);
+    const d = wte.shape[1]!;
+    return done(3 * (withSubjects ? rowsStd(view, d, subjectIds()) : std(view)));
+  };
+  return { key, memo, read, finish, inHeap };
+}
+
+/** Population standard deviation in float64 of the rows `ids` (repeats counted) of a [*, d] matrix. */
+function rowsStd(m: Float32Array, d: number, ids: number[]): number {
+  let mean = 0;
+  for (const id of ids) for (let j = id * d, end = j + d; j < end; j++) mean += m[j];
+  mean /= ids.length * d;
+  let ss = 0;
+  for (const id of ids) for (let j = id * d, end = j + d; j < end; j++) ss += (m[j] - mean) ** 2;
+  return Math.sqrt(ss / (ids.length * d));
 }
 
 /** Population standard deviation in float64 (as numpy's std). */
