@@ -79,7 +79,8 @@ export const gptNeoxAdapter: ArchitectureAdapter = {
     const p = prefixOf(ckpt, 'embed_in.weight', ['gpt_neox.', ''], 'GPT-NeoX');
     const { dModel: d, dMlp: f, nHead: h, headDim: dh } = cfg;
     const { hostMat, optVec, vec, torchLinear } = torchReaders(ckpt);
-    const wte = toTensor2D(hostMat(`${p}embed_in.weight`, cfg.vocabSize, d));
+    const wteHost = hostMat(`${p}embed_in.weight`, cfg.vocabSize, d);
+    const wte = toTensor2D(wteHost);
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < cfg.nLayer; l++) {
       const b = `${p}layers.${l}.`;
@@ -104,7 +105,7 @@ export const gptNeoxAdapter: ArchitectureAdapter = {
       lnF: { g: vec(`${p}final_layer_norm.weight`, d), b: vec(`${p}final_layer_norm.bias`, d) },
       unembed: untied
         ? toTensor2D(transposeHost(hostMat('embed_out.weight', cfg.vocabSize, d)))
-        : tf.tidy(() => tf.transpose(wte) as tf.Tensor2D),
+        : toTensor2D(transposeHost(wteHost)),
       tied: !untied,
     };
   },

@@ -65,7 +65,8 @@ export const gptjAdapter: ArchitectureAdapter = {
     const p = prefixOf(ckpt, 'wte.weight', ['transformer.', ''], 'GPT-J');
     const { dModel: d, dMlp: f } = cfg;
     const { hostMat, vec, torchLinear } = torchReaders(ckpt);
-    const wte = toTensor2D(hostMat(`${p}wte.weight`, cfg.vocabSize, d));
+    const wteHost = hostMat(`${p}wte.weight`, cfg.vocabSize, d);
+    const wte = toTensor2D(wteHost);
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < cfg.nLayer; l++) {
       const b = `${p}h.${l}.`;
@@ -85,7 +86,7 @@ export const gptjAdapter: ArchitectureAdapter = {
       lnF: { g: vec(`${p}ln_f.weight`, d), b: vec(`${p}ln_f.bias`, d) },
       unembed: untied
         ? toTensor2D(transposeHost(hostMat('lm_head.weight', cfg.vocabSize, d)))
-        : tf.tidy(() => tf.transpose(wte) as tf.Tensor2D),
+        : toTensor2D(transposeHost(wteHost)),
       tied: !untied,
     };
     if (untied && ckpt.has('lm_head.bias')) weights.unembedBias = vec('lm_head.bias', cfg.vocabSize);

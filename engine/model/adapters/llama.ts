@@ -74,7 +74,8 @@ function makeLlamaAdapter(modelType: 'llama' | 'qwen2'): ArchitectureAdapter {
       const p = prefixOf(ckpt, 'embed_tokens.weight', ['model.', ''], modelType);
       const { dModel: d, dMlp: f, nHead: h, nKvHead: hkv, headDim: dh } = cfg;
       const { hostMat, hostVec, optVec, torchLinear } = torchReaders(ckpt);
-      const wte = toTensor2D(hostMat(`${p}embed_tokens.weight`, cfg.vocabSize, d));
+      const wteHost = hostMat(`${p}embed_tokens.weight`, cfg.vocabSize, d);
+      const wte = toTensor2D(wteHost);
       const blocks: BlockWeights[] = [];
       for (let l = 0; l < cfg.nLayer; l++) {
         const b = `${p}layers.${l}.`;
@@ -103,7 +104,7 @@ function makeLlamaAdapter(modelType: 'llama' | 'qwen2'): ArchitectureAdapter {
       const untied = ckpt.has('lm_head.weight');
       const unembed = untied
         ? toTensor2D(transposeHost(hostMat('lm_head.weight', cfg.vocabSize, d)))
-        : tf.tidy(() => tf.transpose(wte) as tf.Tensor2D);
+        : toTensor2D(transposeHost(wteHost));
       return {
         wte,
         blocks,
