@@ -108,8 +108,9 @@ function optionsFor(t) {
     // Always minified: V8 parses and compiles a third less code, which is ~0.2 s of every
     // `factlens` start (the CLI bundle is 1.8 MB instead of 3.4 MB). keepNames keeps function
     // and class names for stack traces and `.name` checks; the source maps of non-production
-    // builds map positions back (node --enable-source-maps).
-    minify: true,
+    // builds map positions back (node --enable-source-maps). FACTLENS_NO_MINIFY=1 builds
+    // readable bundles for CPU profiles (node --cpu-prof names the minified functions otherwise).
+    minify: process.env.FACTLENS_NO_MINIFY !== '1',
     keepNames: true,
     logLevel: 'info',
     // The tfjs bundles reference optional Node modules they never load on our path.

@@ -104,7 +104,9 @@ function validateVocab(vocab: unknown, file: string, field: string | undefined, 
   if (!isRecord(vocab)) {
     throw bad(`${field ? `${field} in ` : ''}${file} must be an object mapping token strings to ids`, { file, ...(field ? { field } : {}) });
   }
-  for (const [token, id] of Object.entries(vocab)) {
+  // for…in over the parsed object: Object.entries would build 50k [key, value] arrays first.
+  for (const token in vocab) {
+    const id = vocab[token];
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
       const line = lineOfKey(text, token);
       const where = field ? `${field}[${JSON.stringify(token)}]` : `entry ${JSON.stringify(token)}`;
