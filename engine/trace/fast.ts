@@ -19,6 +19,7 @@ import type { Job } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { answerProbsAsync, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
 import { vocabQueryAsync } from '../runtime/vocab.js';
+import { assembleRows, type RowPiece } from '../runtime/assemble-rows.js';
 import { sampleMean } from './stats.js';
 import type { RawTrace } from './naive.js';
 
@@ -216,15 +217,16 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
             // Inputs in one gather: a node continues its parent's rows, or starts from the
             // corrupted cache at this layer (appended after the previous output).
             // (After the top block only the last position is left: see lastOnly below.)
-            const cacheSlice = (j === L ? tf.slice(cache.hIn[j], [0, T - 1, 0], [n, 1, -1]) : tf.slice(cache.hIn[j], [0, t, 0], [n, Tq, -1])) as tf.Tensor3D;
-            const base = prevOut ? prevOut.shape[0] : 0;
-            const src = prevOut ? (tf.concat([prevOut, cacheSlice], 0) as tf.Tensor3D) : cacheSlice;
-            const idx: number[] = [];
+            // (Rows copied as runs, not gathered: runtime/assemble-rows.ts.)
+            const sources = prevOut ? [prevOut, cache.hIn[j]] : [cache.hIn[j]];
+            const cacheSrc = sources.length - 1;
+            const cachePos = j === L ? T - 1 : t;
+            const pieces: RowPiece[] = [];
             for (const node of chunkNodes) {
-              const from = node.parent === null ? base : prevBlock!.get(node.parent)! * n;
-              for (let r = 0; r < n; r++) idx.push(from + r);
+              const from = node.parent === null ? -1 : prevBlock!.get(node.parent)! * n;
+              for (let r = 0; r < n; r++) pieces.push(from < 0 ? { src: cacheSrc, row: r, pos: cachePos } : { src: 0, row: from + r, pos: 0 });
             }
-            let x = tf.gather(src, tf.tensor1d(idx, 'int32')) as tf.Tensor3D;
+            let x = assembleRows(sources, pieces, j === L ? 1 : Tq);
             // Restored block inputs (hidden-state restorations) at position t = local 0.
             const residIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site === 'resid_pre'), t, n, cache);
             if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);

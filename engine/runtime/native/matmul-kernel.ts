@@ -19,7 +19,7 @@ import { NativeGraph, nativeThreads, ortTensor } from './ort.js';
 import { hostData, hostWeightsLive } from './host-weights.js';
 
 /** The parts of tfjs-backend-wasm's BackendWasm this kernel uses. */
-interface WasmBackendLike {
+export interface WasmBackendLike {
   wasm: { HEAPU8: Uint8Array };
   dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
