@@ -10,6 +10,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { probeBackends, selectBackend } from '../engine/runtime/backend.js';
 import { nativeMatMulInstalled, nativeStats } from '../engine/runtime/native/matmul-kernel.js';
 import { Rng } from '../engine/util/rng.js';
+import { nativeBiasGeluNew } from '../engine/runtime/native/gelu-kernel.js';
+import { activation } from '../engine/runtime/decoder-forward.js';
 import { tidyData } from '../engine/util/scope.js';
 import { maxAbsDiff } from './helpers/golden.js';
 
@@ -175,4 +177,27 @@ test('WASM clones and same-dtype casts share data; disposing one leaves the othe
   assert.deepEqual(Array.from(i.dataSync()), [1, 2, 3, 4]);
   assert.equal(i.dtype, 'int32');
   tf.dispose([k, i]);
+});
+
+test('native bias + gelu_new equals the tfjs ops, and stands aside under a gradient tape', { skip }, async () => {
+  await selectBackend('native');
+  const x = randn([37, 96], 11);
+  const b = randn([96], 12) as tf.Tensor1D;
+  const viaOps = tidyData(() => activation('gelu_new', tf.add(x, b)));
+  const fused = nativeBiasGeluNew(x, b);
+  assert.ok(fused, 'the native op runs outside a tape');
+  const got = fused.dataSync() as Float32Array;
+  fused.dispose();
+  assert.ok(maxAbsDiff(got, viaOps) < 2e-6, `max |Δ| ${maxAbsDiff(got, viaOps)}`);
+  // Under tf.grad the tfjs ops run (their gradients exist); the result is the same gradient.
+  let inside: tf.Tensor | null | undefined;
+  const g = tf.grad((t: tf.Tensor) => {
+    inside = nativeBiasGeluNew(t, b);
+    return tf.sum(activation('gelu_new', tf.add(t, b)));
+  })(x);
+  assert.equal(inside, null);
+  assert.equal(g.shape.join(','), '37,96');
+  tf.dispose([x, b, g]);
+  await selectBackend('wasm');
+  assert.equal(nativeBiasGeluNew(tf.zeros([2, 3]), tf.zeros([3]) as tf.Tensor1D), null, 'plain WASM: no native op');
 });

@@ -11,6 +11,7 @@ import type { BlockWeights, DecoderConfig, DecoderWeights, NormWeights } from '.
 import { site, type Hook } from './sites.js';
 import { applyRotary, rotaryTables } from './rotary.js';
 import { hostData, hostWeight } from './native/host-weights.js';
+import { nativeBiasGeluNew } from './native/gelu-kernel.js';
 
 export interface KV {
   /** [B, nKvHead, Tk, headDim] */
@@ -70,6 +71,15 @@ export function setWeightMatMul(fn: WeightMatMul | undefined): WeightMatMul {
   const prev = weightMatMul;
   weightMatMul = fn ?? plainWeightMatMul;
   return prev;
+}
+
+/** activation(linear(x2d, w)), with GPT-2's bias + gelu_new as one native op where it can be (native/gelu-kernel.ts). */
+function biasActivation(kind: DecoderConfig['act'], x2d: tf.Tensor2D, w: { w: tf.Tensor2D; b?: tf.Tensor1D }): tf.Tensor {
+  if (kind === 'gelu_new' && w.b) {
+    const y = weightMatMul(x2d, w.w);
+    return nativeBiasGeluNew(y, w.b) ?? activation(kind, tf.add(y, w.b));
+  }
+  return activation(kind, linear(x2d, w));
 }
 
 function linear(x2d: tf.Tensor2D, w: { w: tf.Tensor2D; b?: tf.Tensor1D }): tf.Tensor2D {
@@ -278,7 +288,7 @@ function mlp(cfg: DecoderConfig, w: BlockWeights, x: tf.Tensor3D, l: number, hoo
   const act =
     cfg.gatedMlp && w.mlpGate
       ? tf.mul(activation(cfg.act, linear(x2, w.mlpGate)), linear(x2, w.mlpIn))
-      : activation(cfg.act, linear(x2, w.mlpIn));
+      : biasActivation(cfg.act, x2, w.mlpIn);
   let post = tf.reshape(act, [b, t, cfg.dMlp]) as tf.Tensor3D;
   if (hook) post = hook(site.mlpPost(l), post);
   let out = tf.reshape(linear(tf.reshape(post, [b * t, cfg.dMlp]) as tf.Tensor2D, w.mlpOut), [b, t, d]) as tf.Tensor3D;
