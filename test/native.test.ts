@@ -10,8 +10,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { probeBackends, selectBackend } from '../engine/runtime/backend.js';
 import { nativeMatMulInstalled, nativeStats } from '../engine/runtime/native/matmul-kernel.js';
 import { Rng } from '../engine/util/rng.js';
-import { nativeBiasGeluNew } from '../engine/runtime/native/gelu-kernel.js';
-import { activation } from '../engine/runtime/decoder-forward.js';
+import { nativeBiasGeluNew, nativeLayerNorm, nativeLinear } from '../engine/runtime/native/forward-ops.js';
+import { activation, norm } from '../engine/runtime/decoder-forward.js';
 import { tidyData } from '../engine/util/scope.js';
 import { maxAbsDiff } from './helpers/golden.js';
 
@@ -200,4 +200,36 @@ test('native bias + gelu_new equals the tfjs ops, and stands aside under a gradi
   tf.dispose([x, b, g]);
   await selectBackend('wasm');
   assert.equal(nativeBiasGeluNew(tf.zeros([2, 3]), tf.zeros([3]) as tf.Tensor1D), null, 'plain WASM: no native op');
+});
+
+test('native linear (x·W + b) and LayerNorm equal the tfjs ops; none of them run under a tape', { skip }, async () => {
+  await selectBackend('native');
+  const x = randn([23, 64], 21) as tf.Tensor2D;
+  const w = tf.mul(randn([64, 48], 22), 0.1) as tf.Tensor2D;
+  const b = randn([48], 23) as tf.Tensor1D;
+  const g = randn([64], 24) as tf.Tensor1D;
+  const beta = randn([64], 25) as tf.Tensor1D;
+  const lin = nativeLinear(x, w, b)!;
+  const linRef = tidyData(() => tf.add(tf.matMul(x, w), b));
+  assert.ok(maxAbsDiff(lin.dataSync() as Float32Array, linRef) < 1e-5, `linear max |Δ| ${maxAbsDiff(lin.dataSync() as Float32Array, linRef)}`);
+  const cfg = { norm: 'layernorm', normEps: 1e-5 } as Parameters<typeof norm>[0];
+  const x3 = tf.reshape(tf.mul(x, 3), [1, 23, 64]);
+  const ln = nativeLayerNorm(x3, g, beta, 1e-5)!;
+  assert.deepEqual(ln.shape, [1, 23, 64]);
+  // The op-by-op LayerNorm, as the tape path computes it (norm() itself takes the native op here).
+  const lnRef = tidyData(() => {
+    const mean = tf.mean(x3, -1, true);
+    const xc = tf.sub(x3, mean);
+    return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), 1e-5))), g), beta);
+  });
+  assert.ok(maxAbsDiff(ln.dataSync() as Float32Array, lnRef) < 2e-5, `LayerNorm max |Δ| ${maxAbsDiff(ln.dataSync() as Float32Array, lnRef)}`);
+  assert.ok(maxAbsDiff(tidyData(() => norm(cfg, { g, b: beta }, x3)), lnRef) < 2e-5, 'norm() on native');
+  let inside: Array<tf.Tensor | null> = [];
+  tf.grad((t: tf.Tensor) => {
+    inside = [nativeLinear(t as tf.Tensor2D, w, b), nativeLayerNorm(t, g, beta, 1e-5)];
+    return tf.sum(t);
+  })(x).dispose();
+  assert.deepEqual(inside, [null, null]);
+  tf.dispose([x, w, b, g, beta, lin, x3, ln]);
+  await selectBackend('wasm');
 });

@@ -11,7 +11,7 @@ import type { BlockWeights, DecoderConfig, DecoderWeights, NormWeights } from '.
 import { site, type Hook } from './sites.js';
 import { applyRotary, rotaryTables } from './rotary.js';
 import { hostData, hostWeight } from './native/host-weights.js';
-import { nativeBiasGeluNew } from './native/gelu-kernel.js';
+import { nativeBiasGeluNew, nativeLayerNorm, nativeLinear } from './native/forward-ops.js';
 
 export interface KV {
   /** [B, nKvHead, Tk, headDim] */
@@ -31,6 +31,9 @@ export function norm(cfg: DecoderConfig, w: NormWeights, x: tf.Tensor): tf.Tenso
     const ms = tf.mean(tf.square(x), -1, true);
     return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, cfg.normEps))), w.g);
   }
+  // Forward passes on the native backend: one onnxruntime op (native/forward-ops.ts).
+  const fused = w.b ? nativeLayerNorm(x, w.g, w.b, cfg.normEps) : null;
+  if (fused) return fused;
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);
   const variance = tf.mean(tf.square(xc), -1, true);
@@ -83,6 +86,9 @@ function biasActivation(kind: DecoderConfig['act'], x2d: tf.Tensor2D, w: { w: tf
 }
 
 function linear(x2d: tf.Tensor2D, w: { w: tf.Tensor2D; b?: tf.Tensor1D }): tf.Tensor2D {
+  // Forward passes on the native backend: product and bias in one onnxruntime GEMM.
+  const fused = w.b && weightMatMul === plainWeightMatMul ? nativeLinear(x2d, w.w, w.b) : null;
+  if (fused) return fused;
   const y = weightMatMul(x2d, w.w);
   return w.b ? (tf.add(y, w.b) as tf.Tensor2D) : y;
 }
