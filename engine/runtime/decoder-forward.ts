@@ -76,7 +76,7 @@ export function setWeightMatMul(fn: WeightMatMul | undefined): WeightMatMul {
   return prev;
 }
 
-/** activation(linear(x2d, w)), with GPT-2's bias + gelu_new as one native op where it can be (native/gelu-kernel.ts). */
+/** activation(linear(x2d, w)), with GPT-2's bias + gelu_new as one native op where it can be (native/forward-ops.ts). */
 function biasActivation(kind: DecoderConfig['act'], x2d: tf.Tensor2D, w: { w: tf.Tensor2D; b?: tf.Tensor1D }): tf.Tensor {
   if (kind === 'gelu_new' && w.b) {
     const y = weightMatMul(x2d, w.w);

@@ -214,10 +214,9 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
           const prevOut = prev?.out;
           const prevBlock = prev?.block;
           const result = scoped(() => {
-            // Inputs in one gather: a node continues its parent's rows, or starts from the
-            // corrupted cache at this layer (appended after the previous output).
+            // Inputs in one assembly (runtime/assemble-rows.ts): a node continues its parent's
+            // rows of the previous output, or starts from the corrupted cache at this layer.
             // (After the top block only the last position is left: see lastOnly below.)
-            // (Rows copied as runs, not gathered: runtime/assemble-rows.ts.)
             const sources = prevOut ? [prevOut, cache.hIn[j]] : [cache.hIn[j]];
             const cacheSrc = sources.length - 1;
             const cachePos = j === L ? T - 1 : t;

@@ -6,7 +6,6 @@
  * with separate norms (use_parallel_residual) or the sequential GPT-2 layout; untied embed_out
  * head. Keys with or without the `gpt_neox.` prefix.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
 import type { HostTensor } from '../types.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights, LinearWeights } from '../decoder.js';

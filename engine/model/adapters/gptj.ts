@@ -4,7 +4,6 @@
  * `rotary_dim` dims of each head with interleaved pairing (rotate_every_two), and an untied
  * LM head with a bias. Keys with or without the `transformer.` prefix.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
