@@ -5,6 +5,10 @@
  * tfjs pitfalls measured in docs/tfjs-backends.md: activations are gathered with one-hot
  * matmuls (gather's gradient is missing on WASM), the causal mask is a constant additive
  * tensor (bandPart has no gradient), and weight matmuls are 2-D and non-transposed.
+ *
+ * On the native backend, outside a gradient tape, a GPT-2-style block runs instead as
+ * onnxruntime graphs built from the same weights (native/block.ts), split at every site a hook
+ * acts on; the ops here remain the definition it is tested against (test/native-block.test.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { BlockWeights, DecoderConfig, DecoderWeights, NormWeights } from '../model/decoder.js';
@@ -12,6 +16,7 @@ import { site, type Hook } from './sites.js';
 import { applyRotary, rotaryTables } from './rotary.js';
 import { hostData, hostWeight } from './native/host-weights.js';
 import { nativeBiasGeluNew, nativeLayerNorm, nativeLinear } from './native/forward-ops.js';
+import { nativeBlock } from './native/block.js';
 
 export interface KV {
   /** [B, nKvHead, Tk, headDim] */
@@ -321,6 +326,15 @@ export function block(
   const cfg = m.config;
   const w = m.weights.blocks[l];
   if (hook) h = hook(site.residPre(l), h);
+  // Forward passes on the native backend: the block as onnxruntime graphs (native/block.ts).
+  const fused =
+    weightMatMul === plainWeightMatMul
+      ? nativeBlock({ cfg, layer: l, w, split: () => splitQkv(w.qkv, cfg.nHead * cfg.headDim, cfg.nKvHead * cfg.headDim), h, bias, past, hook, lastOnly })
+      : null;
+  if (fused) {
+    const out = hook ? hook(site.residPost(l), fused.h) : fused.h;
+    return { h: out, kv: fused.kv };
+  }
   const a = attention(cfg, w, norm(cfg, w.ln1, h) as tf.Tensor3D, bias, past, lastOnly);
   if (lastOnly) h = tf.slice(h, [0, h.shape[1] - 1, 0], [-1, 1, -1]) as tf.Tensor3D;
   let attnOut = a.out;

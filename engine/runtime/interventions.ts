@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
 import type { Hook } from './sites.js';
-import { parseSite } from './sites.js';
+import { hookOnSites, parseSite } from './sites.js';
 import { oneHotMatrix } from './decoder-forward.js';
 
 export interface Intervention {
@@ -87,7 +87,7 @@ export function interventionHook(list: Intervention[], reads?: Map<string, tf.Te
       throw new FactLensError('INVALID_ARGUMENT', `intervention '${iv.op}' at ${iv.site} needs a value`, { field: 'value' });
     }
   }
-  return (s, x) => {
+  const hook: Hook = (s, x) => {
     for (const iv of list) {
       if (iv.site !== s) continue;
       if (iv.op === 'read') {
@@ -106,4 +106,8 @@ export function interventionHook(list: Intervention[], reads?: Map<string, tf.Te
     }
     return x;
   };
+  return hookOnSites(
+    hook,
+    list.map((iv) => iv.site),
+  );
 }

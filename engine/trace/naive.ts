@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
-import { chainHooks, site, type Hook } from '../runtime/sites.js';
+import { chainHooks, hookOnSites, site, type Hook } from '../runtime/sites.js';
 import { interventionHook } from '../runtime/interventions.js';
 import type { Job } from '../util/jobs.js';
 import { disposeAll } from '../util/scope.js';
@@ -75,7 +75,7 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
   for (let i = 0; i < restorationList.length; i++) {
     const r = restorationList[i];
     const t = r.token;
-    const restore: Hook = (s, x) => {
+    const restore: Hook = hookOnSites((s, x) => {
       for (const mod of r.mods) {
         if (siteOf(mod) !== s) continue;
         const value =
@@ -85,7 +85,7 @@ export async function traceNaive(p: Prepared, restorationList: Restoration[], jo
         x = interventionHook([{ site: s, op: 'replace', rows, positions: [t], value }])(s, x);
       }
       return x;
-    };
+    }, r.mods.map(siteOf));
     const last = tf.tidy(() => {
       const res = forward(m, batch, { hook: chainHooks(noiseHook, restore), logitsAt: 'none' });
       return tf.reshape(tf.slice(res.hidden!, [1, T - 1, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;

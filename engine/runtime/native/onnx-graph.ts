@@ -10,7 +10,13 @@ export const ELEM = { float32: 1, int32: 6, int64: 7, float16: 10 } as const;
 export type ElemType = keyof typeof ELEM;
 
 class Writer {
+  /** Bytes since the last chunk; chunks hold nested messages and raw tensor data as they are. */
   private parts: number[] = [];
+  private chunks: Uint8Array[] = [];
+  private flush(): void {
+    if (this.parts.length) this.chunks.push(Uint8Array.from(this.parts));
+    this.parts = [];
+  }
   varint(v: number | bigint): this {
     let x = BigInt.asUintN(64, BigInt(v));
     do {
@@ -29,7 +35,8 @@ class Writer {
   }
   bytes(field: number, b: Uint8Array): this {
     this.tag(field, 2).varint(b.length);
-    for (const x of b) this.parts.push(x);
+    this.flush();
+    this.chunks.push(b);
     return this;
   }
   str(field: number, s: string): this {
@@ -45,7 +52,15 @@ class Writer {
     return this;
   }
   done(): Uint8Array {
-    return Uint8Array.from(this.parts);
+    this.flush();
+    if (this.chunks.length === 1) return this.chunks[0];
+    const out = new Uint8Array(this.chunks.reduce((a, c) => a + c.length, 0));
+    let at = 0;
+    for (const c of this.chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
   }
 }
 
@@ -81,8 +96,25 @@ function valueInfo(v: ValueInfo): Writer {
   return new Writer().str(1, v.name).msg(2, new Writer().msg(1, tensor));
 }
 
+/** A constant of the graph (shapes, split sizes, scalars). */
+export interface Initializer {
+  name: string;
+  type: 'int64' | 'float32';
+  dims: number[];
+  values: number[] | Float32Array;
+}
+
+function initializer(t: Initializer): Writer {
+  const w = new Writer();
+  for (const d of t.dims) w.int(1, d);
+  w.int(2, ELEM[t.type]).str(8, t.name);
+  // raw_data: little-endian values, as TensorProto specifies for every type.
+  const raw = t.type === 'int64' ? BigInt64Array.from(t.values as number[], (v) => BigInt(v)) : Float32Array.from(t.values);
+  return w.bytes(9, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
+}
+
 /** Serialises a graph of the default domain (opset 17) and com.microsoft (contrib ops, v1). */
-export function onnxModel(nodes: GraphNode[], inputs: ValueInfo[], outputs: ValueInfo[]): Uint8Array {
+export function onnxModel(nodes: GraphNode[], inputs: ValueInfo[], outputs: ValueInfo[], initializers: Initializer[] = []): Uint8Array {
   const g = new Writer();
   nodes.forEach((n, i) => {
     const w = new Writer();
@@ -94,6 +126,7 @@ export function onnxModel(nodes: GraphNode[], inputs: ValueInfo[], outputs: Valu
     g.msg(1, w);
   });
   g.str(2, 'factlens');
+  for (const t of initializers) g.msg(5, initializer(t));
   for (const v of inputs) g.msg(11, valueInfo(v));
   for (const v of outputs) g.msg(12, valueInfo(v));
   return new Writer()

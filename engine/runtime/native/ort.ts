@@ -9,7 +9,7 @@
  * load (platforms without a prebuilt binary, such as mac x64) the engine runs on plain WASM.
  */
 import { createRequire } from 'node:module';
-import { onnxModel, type GraphNode, type ValueInfo } from './onnx-graph.js';
+import { onnxModel, type GraphNode, type Initializer, type ValueInfo } from './onnx-graph.js';
 
 /** The version pinned in package.json; onnxruntime's kernels and binding ABI change between releases. */
 export const ORT_VERSION = '1.30.0';
@@ -22,6 +22,7 @@ export interface OrtTensor {
 }
 interface BindingSession {
   loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: object): void;
+  endProfiling(): string;
   run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options: object): Record<string, OrtTensor>;
   dispose(): void;
 }
@@ -85,11 +86,19 @@ export function nativeThreads(): number {
   return Number.isInteger(env) && env >= 1 ? env : 2;
 }
 
+/**
+ * FACTLENS_ORT_PROFILE=<file prefix>: every session writes onnxruntime's per-node profile
+ * (chrome-trace JSON) when the process exits, for finding where native time goes.
+ */
+const profilePrefix = process.env.FACTLENS_ORT_PROFILE || '';
+const profiled: BindingSession[] = [];
+if (profilePrefix) process.on('exit', () => profiled.forEach((s) => s.endProfiling()));
+
 export class NativeGraph {
   private sessions = new Map<number, BindingSession>();
-  private readonly bytes: Uint8Array;
-  constructor(nodes: GraphNode[], inputs: ValueInfo[], readonly outputs: ValueInfo[]) {
-    this.bytes = onnxModel(nodes, inputs, outputs);
+  readonly bytes: Uint8Array;
+  constructor(nodes: GraphNode[], inputs: ValueInfo[], readonly outputs: ValueInfo[], initializers: Initializer[] = []) {
+    this.bytes = onnxModel(nodes, inputs, outputs, initializers);
   }
 
   private session(threads: number): BindingSession {
@@ -101,11 +110,13 @@ export class NativeGraph {
         interOpNumThreads: 1,
         executionMode: 'sequential',
         graphOptimizationLevel: 'all',
+        ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
         // Spin-waiting keeps the pool's threads busy between products, taking the core that
         // the JS thread (the rest of the forward pass) and other processes need.
         extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
       });
       this.sessions.set(threads, s);
+      if (profilePrefix) profiled.push(s);
     }
     return s;
   }
