@@ -13,7 +13,7 @@ import { forward } from '../engine/runtime/forward.js';
 import { padBatch } from '../engine/runtime/batch.js';
 import { interventionHook } from '../engine/runtime/interventions.js';
 import { site, type Hook } from '../engine/runtime/sites.js';
-import { nativeBlockStats, setNativeBlock } from '../engine/runtime/native/block.js';
+import { nativeBlockStats, setNativeBlock, setNativePrepack } from '../engine/runtime/native/block.js';
 import { disposeModel, loadModel, type LoadedModel } from '../engine/model/load.js';
 import { trace } from '../engine/trace/index.js';
 import { tidyData } from '../engine/util/scope.js';
@@ -58,6 +58,42 @@ test('a padded batch: logits at every position equal the tfjs ops, one graph per
   assert.equal(r.blocks, m.config.nLayer);
   assert.equal(r.runs, m.config.nLayer, 'no hook: each block is one graph run');
   assert.ok(maxAbsDiff(r.native, r.ops) < 2e-4, `max |Δ| ${maxAbsDiff(r.native, r.ops)}`);
+});
+
+test('plain passes with the weights packed into the graph: same logits, rebuilt when an edit replaces a weight', { skip }, async () => {
+  const m = await model();
+  const batch = padBatch([m.tokenizer.encode('The capital of France is'), m.tokenizer.encode('Rome is the capital of')]);
+  const run = () => tidyData(() => forward(m, batch, { logitsAt: [[0, 4], [1, 4]] }).logits!);
+  const prev = setNativePrepack(false);
+  try {
+    const shared = run();
+    setNativePrepack(true);
+    const builds = nativeBlockStats.packedBuilds;
+    const packed = run();
+    assert.ok(maxAbsDiff(packed, shared) < 2e-5, `packed vs shared graphs: max |Δ| ${maxAbsDiff(packed, shared)}`);
+    run();
+    assert.ok(nativeBlockStats.packedBuilds - builds <= m.config.nLayer, 'each block packed at most once');
+    const builtOnce = nativeBlockStats.packedBuilds;
+    // An edit replaces the MLP output matrix (edit/state.ts rebuildLayer): that block is packed anew.
+    const blk = m.weights.blocks[4];
+    const original = blk.mlpOut.w;
+    blk.mlpOut.w = tf.keep(tf.mul(original, 1.5)) as tf.Tensor2D;
+    try {
+      const edited = run();
+      assert.equal(nativeBlockStats.packedBuilds, builtOnce + 1, 'only the edited block is rebuilt');
+      setNativeBlock(false);
+      const editedOps = run();
+      setNativeBlock(true);
+      assert.ok(maxAbsDiff(edited, editedOps) < 2e-4, `edited: packed vs tfjs ops max |Δ| ${maxAbsDiff(edited, editedOps)}`);
+      assert.ok(maxAbsDiff(edited, packed) > 1e-3, 'the edit changed the logits');
+    } finally {
+      blk.mlpOut.w.dispose();
+      blk.mlpOut.w = original;
+    }
+    assert.ok(maxAbsDiff(run(), packed) < 1e-6, 'restored weights: the original logits');
+  } finally {
+    setNativePrepack(prev);
+  }
 });
 
 test('generation with a per-row KV cache: the next step and the returned keys/values match', { skip }, async () => {

@@ -15,6 +15,7 @@ import type { Tokenizer } from '../tokenizer/index.js';
 import { checkFits, estimateModelBytes, selectBackend, WASM_HEAP_BYTES, type BackendName } from '../runtime/backend.js';
 import { withHostMatrices } from './adapters/read.js';
 import { disposeQkvSplit } from '../runtime/decoder-forward.js';
+import { disposeNativeBlock } from '../runtime/native/block.js';
 
 export interface LoadedModel {
   /** Absolute folder the model was loaded from. */
@@ -86,6 +87,7 @@ export function disposeModel(m: LoadedModel): void {
   const all: Array<tf.Tensor | undefined> = [w.wte, w.wpe, w.unembed, w.unembedBias, w.lnF.g, w.lnF.b];
   for (const b of w.blocks) {
     disposeQkvSplit(b.qkv);
+    disposeNativeBlock(b);
     all.push(b.ln1.g, b.ln1.b, b.ln2?.g, b.ln2?.b, b.qkv.w, b.qkv.b, b.o.w, b.o.b, b.mlpIn.w, b.mlpIn.b);
     all.push(b.mlpGate?.w, b.mlpGate?.b, b.mlpOut.w, b.mlpOut.b);
   }

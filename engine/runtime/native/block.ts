@@ -26,6 +26,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { BlockWeights, DecoderConfig } from '../../model/decoder.js';
 import { hookTouches, site, type Hook } from '../sites.js';
 import { heapView, nativeMatMulInstalled, type WasmBackendLike } from './matmul-kernel.js';
+import { isHostWeight } from './host-weights.js';
 import type { GraphNode, Initializer, ValueInfo } from './onnx-graph.js';
 import { NativeGraph, nativeThreads, ortTensor, type OrtTensor } from './ort.js';
 
@@ -184,8 +185,9 @@ interface Segment {
 }
 
 /** Splits the block after each stage in `cutAfter` and builds one graph per run of stages. */
-function buildSegments(v: Variant, cutAfter: Set<Stage>): Segment[] {
-  const { nodes, inits, rank } = blockNodes(v);
+function buildSegments(v: Variant, cutAfter: Set<Stage>, weights?: { values: Map<string, Initializer>; threads: number }): Segment[] {
+  const { nodes, inits: consts, rank } = blockNodes(v);
+  const inits = weights ? [...consts, ...weights.values.values()] : consts;
   const constants = new Set(inits.map((i) => i.name));
   const groups: Stage[][] = [[]];
   for (const s of STAGES) {
@@ -206,6 +208,7 @@ function buildSegments(v: Variant, cutAfter: Set<Stage>): Segment[] {
       inputs.map(info),
       outputs.map(info),
       inits.filter((i) => used.has(i.name)),
+      weights?.threads,
     );
     return { stages, graph, inputs, outputs, rank: Object.fromEntries([...inputs, ...outputs].map((x) => [x, rank.get(x)!])) };
   });
@@ -220,8 +223,63 @@ function segmentsFor(v: Variant, cutAfter: Set<Stage>): Segment[] {
   return s;
 }
 
-/** Counters for tests and benchmarks: block runs on this path, and graph runs they took. */
-export const nativeBlockStats = { blocks: 0, graphRuns: 0 };
+/** Counters for tests and benchmarks: block runs on this path, graph runs they took, blocks packed with their weights. */
+export const nativeBlockStats = { blocks: 0, graphRuns: 0, packedBuilds: 0 };
+
+/**
+ * Blocks whose plain pass (no past, no hook inside, every position) runs a graph that holds the
+ * block's weights as initializers. onnxruntime then packs each weight matrix for MLAS once, at
+ * session build, instead of on every product: with 176 rows the per-call packing of a weight
+ * fed as an input is a large share of the product (GPT-2-small 11×16 forward, interleaved: best
+ * 130 → 108–120 ms). The price is memory: onnxruntime keeps the weights and their packed form
+ * (GPT-2-small: +546 MB resident for 340 MB of block weights) and builds each block on first
+ * use (~85 ms a GPT-2-small block), so only models whose block weights total at most
+ * PREPACK_LIMIT_BYTES take it (GPT-2-small and smaller), never host (XL-sized) weights. Edits replace weight tensors
+ * (edit/state.ts), so a block whose tensors are not the ones packed is rebuilt on its next pass.
+ * Traces do not gain (their products have thousands of rows) and keep the shared graphs.
+ * FACTLENS_NATIVE_PREPACK=0 turns this off.
+ */
+const PREPACK_LIMIT_BYTES = 512 * 2 ** 20;
+let prepackOn = process.env.FACTLENS_NATIVE_PREPACK !== '0';
+interface Packed {
+  tensors: tf.Tensor[];
+  segments: Segment[];
+}
+const packed = new WeakMap<BlockWeights, Packed>();
+
+/** Turns packed plain passes on or off in this process (tests, benchmarks); returns the previous setting. */
+export function setNativePrepack(on: boolean): boolean {
+  const prev = prepackOn;
+  prepackOn = on;
+  return prev;
+}
+
+/** Frees the packed graph of a block (the model is being disposed). */
+export function disposeNativeBlock(w: BlockWeights): void {
+  const hit = packed.get(w);
+  if (!hit) return;
+  for (const s of hit.segments) s.graph.dispose();
+  packed.delete(w);
+}
+
+function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant): Segment[] | null {
+  const named: Array<[string, tf.Tensor]> = [
+    ['ln1_g', w.ln1.g], ['ln1_b', w.ln1.b!], ['w_qkv', w.qkv.w], ['b_qkv', w.qkv.b!], ['w_o', w.o.w], ['b_o', w.o.b!],
+    ['ln2_g', w.ln2!.g], ['ln2_b', w.ln2!.b!], ['w_in', w.mlpIn.w], ['b_in', w.mlpIn.b!], ['w_out', w.mlpOut.w], ['b_out', w.mlpOut.b!],
+  ];
+  const hit = packed.get(w);
+  if (hit && hit.tensors.every((t, i) => t === named[i][1] && !t.isDisposed)) return hit.segments;
+  disposeNativeBlock(w);
+  const blockBytes = 4 * cfg.nLayer * (4 * cfg.dModel * cfg.dModel + 2 * cfg.dModel * cfg.dMlp);
+  if (blockBytes > PREPACK_LIMIT_BYTES || named.some(([, t]) => isHostWeight(t) || t.dtype !== 'float32')) return null;
+  const values = new Map<string, Initializer>(
+    named.map(([name, t]) => [name, { name, type: 'float32', dims: t.shape, values: t.dataSync() as Float32Array }]),
+  );
+  const segments = buildSegments(v, new Set(), { values, threads: nativeThreads() });
+  packed.set(w, { tensors: named.map(([, t]) => t), segments });
+  nativeBlockStats.packedBuilds++;
+  return segments;
+}
 
 let enabled = process.env.FACTLENS_NATIVE_BLOCK !== '0';
 /** Turns this path on or off in this process (tests and benchmarks compare both); returns the previous setting. */
@@ -323,7 +381,8 @@ export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KVPair } 
   const act = cfg.act as Variant['act'];
   const variant: Variant = { d, heads, dh, eps1: cfg.normEps, eps2: cfg.normEps, act, past: pastKind, lastOnly };
   const cutAfter = new Set<Stage>(STAGES.filter((s) => STAGE_SITE[s] !== null && hookTouches(a.hook, STAGE_SITE[s]!(a.layer))));
-  const segments = segmentsFor(variant, cutAfter);
+  const plain = pastKind === 'none' && !lastOnly && cutAfter.size === 0;
+  const segments = (plain && prepackOn ? packedSegments(cfg, w, variant) : null) ?? segmentsFor(variant, cutAfter);
 
   const values: Record<string, tf.Tensor> = { h, h3: h, bias, ln1_g: w.ln1.g, ln1_b: w.ln1.b!, ln2_g: w.ln2!.g, ln2_b: w.ln2!.b!, w_o: w.o.w, b_o: w.o.b!, w_in: w.mlpIn.w, b_in: w.mlpIn.b!, w_out: w.mlpOut.w, b_out: w.mlpOut.b! };
   if (lastOnly) {

@@ -109,7 +109,7 @@ function initializer(t: Initializer): Writer {
   for (const d of t.dims) w.int(1, d);
   w.int(2, ELEM[t.type]).str(8, t.name);
   // raw_data: little-endian values, as TensorProto specifies for every type.
-  const raw = t.type === 'int64' ? BigInt64Array.from(t.values as number[], (v) => BigInt(v)) : Float32Array.from(t.values);
+  const raw = t.type === 'int64' ? BigInt64Array.from(t.values as number[], (v) => BigInt(v)) : t.values instanceof Float32Array ? t.values : Float32Array.from(t.values);
   return w.bytes(9, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
 }
 
