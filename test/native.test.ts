@@ -87,7 +87,7 @@ test('tiny and non-float products fall back to the WASM kernel with the same res
 
 test('the fused vocabulary query equals log-softmax of the full logits, on native and on wasm', async () => {
   const { model } = await import('./helpers/model.js');
-  const { vocabQuery } = await import('../engine/runtime/vocab.js');
+  const { vocabQuery, targetLogprobs, targetLogprobsAsync } = await import('../engine/runtime/vocab.js');
   const { forward } = await import('../engine/runtime/forward.js');
   const { padBatch } = await import('../engine/runtime/batch.js');
   const m = await model();
@@ -104,6 +104,9 @@ test('the fused vocabulary query equals log-softmax of the full logits, on nativ
     });
     const ref = tidyData(() => tf.logSoftmax(r.logits!));
     const q = vocabQuery(m, rows, targets);
+    // The answer-only form (traces) gives the same log-probabilities, synchronously and not.
+    assert.deepEqual(Array.from(targetLogprobs(m, rows, targets)), Array.from(q.logprob), `${name}: targetLogprobs`);
+    assert.deepEqual(Array.from(await targetLogprobsAsync(m, rows, targets)), Array.from(q.logprob), `${name}: targetLogprobsAsync`);
     tf.dispose([rows, r.logits!, r.hidden!]);
     const V = m.config.vocabSize;
     targets.forEach((t, i) => {
@@ -116,6 +119,7 @@ test('the fused vocabulary query equals log-softmax of the full logits, on nativ
     });
     const zero = tf.zeros([1, m.config.dModel]) as tf.Tensor2D;
     assert.throws(() => vocabQuery(m, zero, [V]), new RegExp(`target ${V} of row 0 is not a token id below ${V}`));
+    assert.throws(() => targetLogprobs(m, zero, [-1]), /target -1 of row 0 is not a token id/);
     zero.dispose();
   }
 });

@@ -26,34 +26,29 @@ export interface VocabQuery {
 const graphs = new Map<string, NativeGraph>();
 
 /**
- * The native query graph for a vocabulary of v tokens. Its log-sum-exp runs in two stages, as
- * logSumExpRows does in tfjs (./logsumexp.ts): onnxruntime's ReduceLogSumExp over all v logits
- * also drops the small tail terms once the running sum is near 1 (traces 5e-5 off the float64
- * reference on held-out prompts), so the logits are padded with −∞ to k blocks of c = ⌈√v⌉,
- * each block reduced, then the k block results.
+ * The native query graph for a vocabulary of v tokens: logits, onnxruntime's LogSoftmax (MLAS:
+ * vectorised exp with lane-wise partial sums, 2.9e-6 from the float64 log-probability on
+ * 128 × 50,257 random logits), the target's entry; with `withMax` also each row's argmax and its
+ * log-probability. LogSoftmax replaced a two-stage ReduceLogSumExp (a single one drops the small
+ * tail terms once the running sum nears 1, 5e-5 off): that op exponentiates element by element
+ * and took ~10× as long per row (3 vs 32–36 ms for 128 rows of GPT-2's vocabulary).
  */
-function queryGraph(bias: boolean, v: number): NativeGraph {
-  const key = `${bias}:${v}`;
+function queryGraph(bias: boolean, v: number, withMax: boolean): NativeGraph {
+  const key = `${bias}:${v}:${withMax}`;
   let g = graphs.get(key);
   if (!g) {
-    const c = Math.max(1, Math.ceil(Math.sqrt(v)));
-    const k = Math.ceil(v / c);
     g = new NativeGraph(
       [
         { op: 'MatMul', inputs: ['x', 'w'], outputs: [bias ? 'z0' : 'z'] },
         ...(bias ? [{ op: 'Add', inputs: ['z0', 'b'], outputs: ['z'] }] : []),
-        { op: 'Constant', inputs: [], outputs: ['pads'], attrs: { value_ints: [0, 0, 0, k * c - v] } },
-        { op: 'Constant', inputs: [], outputs: ['padValue'], attrs: { value_float: { float: -Infinity } } },
-        { op: 'Pad', inputs: ['z', 'pads', 'padValue'], outputs: ['zp'] },
-        { op: 'Constant', inputs: [], outputs: ['blocks'], attrs: { value_ints: [0, k, c] } },
-        { op: 'Reshape', inputs: ['zp', 'blocks'], outputs: ['zb'] },
-        { op: 'ReduceLogSumExp', inputs: ['zb'], outputs: ['lseBlock'], attrs: { axes: [2], keepdims: 0 } },
-        { op: 'ReduceLogSumExp', inputs: ['lseBlock'], outputs: ['lse'], attrs: { axes: [1], keepdims: 1 } },
-        { op: 'GatherElements', inputs: ['z', 'target'], outputs: ['zt'], attrs: { axis: 1 } },
-        { op: 'Sub', inputs: ['zt', 'lse'], outputs: ['logprob'] },
-        { op: 'ReduceMax', inputs: ['z'], outputs: ['zmax'], attrs: { axes: [1], keepdims: 1 } },
-        { op: 'Sub', inputs: ['zmax', 'lse'], outputs: ['maxLogprob'] },
-        { op: 'ArgMax', inputs: ['z'], outputs: ['argmax'], attrs: { axis: 1, keepdims: 1 } },
+        { op: 'LogSoftmax', inputs: ['z'], outputs: ['ls'], attrs: { axis: 1 } },
+        { op: 'GatherElements', inputs: ['ls', 'target'], outputs: ['logprob'], attrs: { axis: 1 } },
+        ...(withMax
+          ? [
+              { op: 'ReduceMax', inputs: ['ls'], outputs: ['maxLogprob'], attrs: { axes: [1], keepdims: 1 } },
+              { op: 'ArgMax', inputs: ['z'], outputs: ['argmax'], attrs: { axis: 1, keepdims: 1 } },
+            ]
+          : []),
       ],
       [
         { name: 'x', type: 'float32', shape: ['n', 'd'] },
@@ -63,8 +58,12 @@ function queryGraph(bias: boolean, v: number): NativeGraph {
       ],
       [
         { name: 'logprob', type: 'float32', shape: ['n', 1] },
-        { name: 'maxLogprob', type: 'float32', shape: ['n', 1] },
-        { name: 'argmax', type: 'int64', shape: ['n', 1] },
+        ...(withMax
+          ? [
+              { name: 'maxLogprob', type: 'float32' as const, shape: ['n', 1] },
+              { name: 'argmax', type: 'int64' as const, shape: ['n', 1] },
+            ]
+          : []),
       ],
     );
     graphs.set(key, g);
@@ -101,8 +100,8 @@ export function nativeHeadFeeds(
 }
 
 /**
- * Rows per native query call. The graph's intermediates are rows × V floats each (logits,
- * padded logits, exponentials: 25 MB a piece at 128 rows of GPT-2's vocabulary); onnxruntime's
+ * Rows per native query call. The graph's intermediates are rows × V floats each (logits and
+ * log-probabilities: 25 MB a piece at 128 rows of GPT-2's vocabulary); onnxruntime's
  * arena keeps them for the next call. One call over hundreds of rows first has to fault in
  * several hundred MB of fresh pages (measured on tinyworld: 480 rows 520–630 ms on the first
  * call, 124–139 ms after), while 128-row calls reuse one small arena at the same cost per row
@@ -110,20 +109,21 @@ export function nativeHeadFeeds(
  */
 const QUERY_ROWS = 128;
 
-function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): VocabQuery {
+function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>, withMax = true): VocabQuery {
   const w = m.weights;
   const [n, d] = rows.shape;
   const v = w.unembed.shape[1];
   const { feeds, threads } = nativeHeadFeeds(rows, w.unembed, w.unembedBias);
-  const graph = queryGraph(!!w.unembedBias, v);
+  const graph = queryGraph(!!w.unembedBias, v, withMax);
   const x = feeds.x.data as Float32Array;
   const result: VocabQuery = { logprob: new Float32Array(n), maxLogprob: new Float32Array(n), argmax: new Int32Array(n) };
   for (let r0 = 0; r0 < n; r0 += QUERY_ROWS) {
     const k = Math.min(QUERY_ROWS, n - r0);
     const chunk: typeof feeds = { ...feeds, x: ortTensor('float32', x.subarray(r0 * d, (r0 + k) * d), [k, d]) };
     chunk.target = ortTensor('int64', BigInt64Array.from(Array.from({ length: k }, (_, i) => BigInt(targets[r0 + i]))), [k, 1]);
-    const out = graph.run(chunk, { logprob: null, maxLogprob: null, argmax: null }, threads);
+    const out = graph.run(chunk, withMax ? { logprob: null, maxLogprob: null, argmax: null } : { logprob: null }, threads);
     result.logprob.set(out.logprob.data as Float32Array, r0);
+    if (!withMax) continue;
     result.maxLogprob.set(out.maxLogprob.data as Float32Array, r0);
     const am = out.argmax.data as BigInt64Array;
     for (let i = 0; i < k; i++) result.argmax[r0 + i] = Number(am[i]);
@@ -165,7 +165,7 @@ export function vocabQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLik
   const v = m.weights.unembed.shape[1];
   checkTargets(targets, n, v);
   if (n === 0) return { logprob: new Float32Array(0), argmax: new Int32Array(0), maxLogprob: new Float32Array(0) };
-  if (nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32') return nativeQuery(m, rows, targets);
+  if (useNative(rows)) return nativeQuery(m, rows, targets);
   return tfjsQuery(m, rows, targets);
 }
 
@@ -179,7 +179,7 @@ export async function vocabQueryAsync(m: DecoderModel, rows: tf.Tensor2D, target
   const v = m.weights.unembed.shape[1];
   checkTargets(targets, n, v);
   if (n === 0) return { logprob: new Float32Array(0), argmax: new Int32Array(0), maxLogprob: new Float32Array(0) };
-  if (nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32') return nativeQuery(m, rows, targets);
+  if (useNative(rows)) return nativeQuery(m, rows, targets);
   const [lp, mx, am] = tfjsTensors(m, rows, targets);
   try {
     const [a, b, c] = await Promise.all([lp.data(), mx.data(), am.data()]);
@@ -187,4 +187,24 @@ export async function vocabQueryAsync(m: DecoderModel, rows: tf.Tensor2D, target
   } finally {
     tf.dispose([lp, mx, am]);
   }
+}
+
+function useNative(rows: tf.Tensor2D): boolean {
+  return nativeMatMulInstalled() && tf.getBackend() === 'wasm' && rows.dtype === 'float32';
+}
+
+/** log p(targets[r] | row r) alone: on the native backend a graph without the argmax and the row maxima. */
+export function targetLogprobs(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): Float32Array {
+  const n = rows.shape[0];
+  checkTargets(targets, n, m.weights.unembed.shape[1]);
+  if (n === 0) return new Float32Array(0);
+  return useNative(rows) ? nativeQuery(m, rows, targets, false).logprob : vocabQuery(m, rows, targets).logprob;
+}
+
+/** targetLogprobs with asynchronous reads off the native backend (the trace's answer probabilities). */
+export async function targetLogprobsAsync(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<number>): Promise<Float32Array> {
+  const n = rows.shape[0];
+  checkTargets(targets, n, m.weights.unembed.shape[1]);
+  if (n === 0) return new Float32Array(0);
+  return useNative(rows) ? nativeQuery(m, rows, targets, false).logprob : (await vocabQueryAsync(m, rows, targets)).logprob;
 }

@@ -8,7 +8,7 @@ import type { LoadedModel } from '../model/load.js';
 import { encodePrompt } from '../predict.js';
 import { subjectTokenRange } from '../tokenizer/index.js';
 import { noiseValues, threeSigma } from './noise.js';
-import { vocabQuery, vocabQueryAsync } from '../runtime/vocab.js';
+import { targetLogprobs, targetLogprobsAsync } from '../runtime/vocab.js';
 import { TRACE_KINDS, windowForDepth, windowLayers, type TraceKind, type TraceOptions } from './types.js';
 
 export interface Prepared {
@@ -176,12 +176,12 @@ export function noiseTensor(p: Prepared): tf.Tensor2D {
  * vocabulary projection (runtime/vocab.ts); the rows × V probabilities are never made.
  */
 export function answerProbs(model: LoadedModel, rows: tf.Tensor2D, answer: number): Float32Array {
-  const { logprob } = vocabQuery(model, rows, new Int32Array(rows.shape[0]).fill(answer));
+  const logprob = targetLogprobs(model, rows, new Int32Array(rows.shape[0]).fill(answer));
   return logprob.map(Math.exp);
 }
 
 /** answerProbs with asynchronous reads (the trace's form; WebGPU reads only asynchronously). */
 export async function answerProbsAsync(model: LoadedModel, rows: tf.Tensor2D, answer: number): Promise<Float32Array> {
-  const { logprob } = await vocabQueryAsync(model, rows, new Int32Array(rows.shape[0]).fill(answer));
+  const logprob = await targetLogprobsAsync(model, rows, new Int32Array(rows.shape[0]).fill(answer));
   return logprob.map(Math.exp);
 }
