@@ -232,8 +232,8 @@ export const nativeBlockStats = { blocks: 0, graphRuns: 0, packedBuilds: 0 };
  * session build, instead of on every product: with 176 rows the per-call packing of a weight
  * fed as an input is a large share of the product (GPT-2-small 11×16 forward, interleaved: best
  * 130 → 108–120 ms). The price is memory: onnxruntime keeps the weights and their packed form
- * (GPT-2-small: +546 MB resident for 340 MB of block weights) and builds each block on first
- * use (~85 ms a GPT-2-small block), so only models whose block weights total at most
+ * (GPT-2-small: +546 MB resident for 340 MB of block weights) and builds each block (~85 ms a
+ * GPT-2-small block, on its second plain pass: see plainPasses), so only models whose block weights total at most
  * PREPACK_LIMIT_BYTES take it (GPT-2-small and smaller), never host (XL-sized) weights. Edits replace weight tensors
  * (edit/state.ts), so a block whose tensors are not the ones packed is rebuilt on its next pass.
  * Traces do not gain (their products have thousands of rows) and keep the shared graphs.
@@ -246,6 +246,11 @@ interface Packed {
   segments: Segment[];
 }
 const packed = new WeakMap<BlockWeights, Packed>();
+/**
+ * Plain passes seen per block before it is packed: a block is packed on its second plain pass
+ * with the same weights, so one-shot work (a CLI trace, one prediction) never pays the build.
+ */
+const plainPasses = new WeakMap<BlockWeights, { tensors: tf.Tensor[]; count: number }>();
 
 /** Turns packed plain passes on or off in this process (tests, benchmarks); returns the previous setting. */
 export function setNativePrepack(on: boolean): boolean {
@@ -270,6 +275,10 @@ function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant): Segmen
   const hit = packed.get(w);
   if (hit && hit.tensors.every((t, i) => t === named[i][1] && !t.isDisposed)) return hit.segments;
   disposeNativeBlock(w);
+  const seen = plainPasses.get(w);
+  const same = !!seen && seen.tensors.every((t, i) => t === named[i][1]);
+  plainPasses.set(w, { tensors: named.map(([, t]) => t), count: same ? seen!.count + 1 : 1 });
+  if (!same) return null;
   const blockBytes = 4 * cfg.nLayer * (4 * cfg.dModel * cfg.dModel + 2 * cfg.dModel * cfg.dMlp);
   if (blockBytes > PREPACK_LIMIT_BYTES || named.some(([, t]) => isHostWeight(t) || t.dtype !== 'float32')) return null;
   const values = new Map<string, Initializer>(

@@ -10,14 +10,31 @@ export const ELEM = { float32: 1, int32: 6, int64: 7, float16: 10 } as const;
 export type ElemType = keyof typeof ELEM;
 
 class Writer {
-  /** Bytes since the last chunk; chunks hold nested messages and raw tensor data as they are. */
+  /**
+   * Bytes since the last chunk; chunks are written bytes, nested messages' chunks and raw tensor
+   * data as they are, so a weight initializer is copied once, into the final buffer.
+   */
   private parts: number[] = [];
   private chunks: Uint8Array[] = [];
+  private size = 0;
+  /** Moves the pending bytes into a chunk; `size` counts the bytes in chunks. */
   private flush(): void {
-    if (this.parts.length) this.chunks.push(Uint8Array.from(this.parts));
+    if (!this.parts.length) return;
+    this.chunks.push(Uint8Array.from(this.parts));
+    this.size += this.parts.length;
     this.parts = [];
   }
   varint(v: number | bigint): this {
+    if (typeof v === 'number' && v >= 0 && v < 2 ** 31) {
+      let x = v;
+      while (x >= 0x80) {
+        this.parts.push((x & 0x7f) | 0x80);
+        x >>>= 7;
+      }
+      this.parts.push(x);
+      return this;
+    }
+    // Negative int64 values (the -1 of a shape) take ten bytes, two's complement.
     let x = BigInt.asUintN(64, BigInt(v));
     do {
       let byte = Number(x & 0x7fn);
@@ -37,13 +54,19 @@ class Writer {
     this.tag(field, 2).varint(b.length);
     this.flush();
     this.chunks.push(b);
+    this.size += b.length;
     return this;
   }
   str(field: number, s: string): this {
     return this.bytes(field, new TextEncoder().encode(s));
   }
   msg(field: number, w: Writer): this {
-    return this.bytes(field, w.done());
+    w.flush();
+    this.tag(field, 2).varint(w.size);
+    this.flush();
+    for (const c of w.chunks) this.chunks.push(c);
+    this.size += w.size;
+    return this;
   }
   float(field: number, v: number): this {
     this.tag(field, 5);
@@ -53,8 +76,7 @@ class Writer {
   }
   done(): Uint8Array {
     this.flush();
-    if (this.chunks.length === 1) return this.chunks[0];
-    const out = new Uint8Array(this.chunks.reduce((a, c) => a + c.length, 0));
+    const out = new Uint8Array(this.size);
     let at = 0;
     for (const c of this.chunks) {
       out.set(c, at);
