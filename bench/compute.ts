@@ -125,14 +125,19 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
       // The trace section's 12-token prompt (random weights: the answer is whatever the model predicts).
       const ids = model.tokenizer.encode('The Eiffel Tower in the city of Paris is located in the country of');
       const prompt = model.tokenizer.decode(ids.slice(0, 12));
-      await trace(model, prompt, { subject: 'Eiffel Tower', samples: 10, seed: 1, kinds: ['hidden'] }); // warm-up
+      // The first trace in the process builds what later ones reuse (onnxruntime sessions for each
+      // block-graph variant, arenas); numpy's figure is a warm best, so the ratio is taken on the
+      // second, identical trace and the first is reported beside it.
       const t0 = performance.now();
+      await trace(model, prompt, { subject: 'Eiffel Tower', samples: 10, seed: 1 });
+      const firstMs = performance.now() - t0;
+      const t1 = performance.now();
       const res = await trace(model, prompt, { subject: 'Eiffel Tower', samples: 10, seed: 1 });
-      const traceMs = performance.now() - t0;
+      const traceMs = performance.now() - t1;
       const forwards = res.kinds.length * res.ids.length * L + 1;
       const npTraceMs = forwards * npForward12.bestS * 1000;
-      traceRows.push([backend, String(res.ids.length), sig(traceMs, 4), `${forwards} × ${sig(npForward12.bestS * 1000)} = ${sig(npTraceMs, 4)}`, `**${sig(npTraceMs / traceMs)}×**`]);
-      out.rows.push({ kind: 'trace-vs-numpy-naive', backend, tokens: res.ids.length, traceMs, numpyForwards: forwards, numpyForwardBestS: npForward12.bestS });
+      traceRows.push([backend, String(res.ids.length), sig(traceMs, 4), sig(firstMs, 4), `${forwards} × ${sig(npForward12.bestS * 1000)} = ${sig(npTraceMs, 4)}`, `**${sig(npTraceMs / traceMs)}×** (first: ${sig(npTraceMs / firstMs)}×)`]);
+      out.rows.push({ kind: 'trace-vs-numpy-naive', backend, tokens: res.ids.length, traceMs, firstTraceMs: firstMs, numpyForwards: forwards, numpyForwardBestS: npForward12.bestS });
     } finally {
       disposeModel(model);
     }
@@ -151,7 +156,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
   });
   out.tables.push({
     title: 'Fast 3-kind trace (10 samples) of a 12-token prompt vs numpy running the naive trace’s forwards',
-    columns: ['backend', 'tokens', 'engine ms', 'numpy ms (forwards × best forward of 11×12)', 'speed vs numpy'],
+    columns: ['backend', 'tokens', 'engine ms (second trace)', 'engine ms (first trace in the process)', 'numpy ms (forwards × best forward of 11×12)', 'speed vs numpy'],
     rows: traceRows,
   });
 

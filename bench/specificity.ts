@@ -44,7 +44,8 @@ export function factsPromptFile(dir: string, n = N_PROMPTS): string {
 
 async function run(ctx: BenchContext): Promise<SectionResult> {
   const out: SectionResult = { rows: [], tables: [], skipped: [], notes: [] };
-  const wanted = ctx.options.backends ?? ['wasm'];
+  // What users get by default: native where onnxruntime loads, else wasm (--backends wasm for the other).
+  const wanted = ctx.options.backends ?? ['native', 'wasm'];
   const backend = probeBackends().find((b) => wanted.includes(b.name) && b.available && b.name !== 'cpu')?.name;
   if (!backend) {
     out.skipped.push({ what: 'specificity section', why: `no usable backend among ${wanted.join(', ')}` });
