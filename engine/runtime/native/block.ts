@@ -313,7 +313,7 @@ interface KernelAttrs {
   segment: Segment;
   /** Output shapes by name. */
   shapes: Record<string, number[]>;
-  /** Run-dependent int64 shape inputs (shared past). */
+  /** Run-dependent int64 shapes: heads of the batch, and the shared past's groups. */
   extra: Record<string, number[]>;
   threads: number;
 }
