@@ -232,30 +232,37 @@ export const nativeBlockStats = { blocks: 0, graphRuns: 0, packedBuilds: 0 };
  * session build, instead of on every product: with 176 rows the per-call packing of a weight
  * fed as an input is a large share of the product (GPT-2-small 11×16 forward, interleaved: best
  * 130 → 108–120 ms). The price is memory: onnxruntime keeps the weights and their packed form
- * (GPT-2-small: +546 MB resident for 340 MB of block weights) and builds each block (~85 ms a
- * GPT-2-small block, on its second plain pass: see plainPasses), so only models whose block weights total at most
- * PREPACK_LIMIT_BYTES take it (GPT-2-small and smaller), never host (XL-sized) weights. Edits replace weight tensors
- * (edit/state.ts), so a block whose tensors are not the ones packed is rebuilt on its next pass.
+ * (GPT-2-small: +546 MB resident for 340 MB of block weights) and a build per block (~85 ms for
+ * GPT-2-small's, at its first plain pass). So it is decided by the model's shape alone:
+ *  - blocks of at least PACK_MIN_BLOCK_BYTES (tinyworld's 3 MB blocks gain nothing measurable:
+ *    19.0 vs 19.6 ms best per forward, interleaved; GPT-2-small's are 28 MB);
+ *  - block weights totalling at most PACK_MAX_MODEL_BYTES (GPT-2-small; not medium and up);
+ *  - never host (XL-sized) weights.
+ * A packed graph's products round differently from the shared graph's in the last bits (MLAS
+ * blocks K differently for prepacked weights), so the choice must not depend on history: every
+ * plain pass of a qualifying block is packed from the first, and results stay bit-reproducible
+ * (revert, journal replay and the edit verdict compare logits bit for bit). Edits replace weight
+ * tensors (edit/state.ts), so a block whose tensors are not the ones packed is packed anew.
  * Traces do not gain (their products have thousands of rows) and keep the shared graphs.
  * FACTLENS_NATIVE_PREPACK=0 turns this off.
  */
-const PREPACK_LIMIT_BYTES = 512 * 2 ** 20;
-let prepackOn = process.env.FACTLENS_NATIVE_PREPACK !== '0';
+const PACK_MIN_BLOCK_BYTES = 16 * 2 ** 20;
+const PACK_MAX_MODEL_BYTES = 512 * 2 ** 20;
+type PrepackMode = boolean | 'any-size';
+let prepackMode: PrepackMode = process.env.FACTLENS_NATIVE_PREPACK !== '0';
 interface Packed {
   tensors: tf.Tensor[];
   segments: Segment[];
 }
 const packed = new WeakMap<BlockWeights, Packed>();
-/**
- * Plain passes seen per block before it is packed: a block is packed on its second plain pass
- * with the same weights, so one-shot work (a CLI trace, one prediction) never pays the build.
- */
-const plainPasses = new WeakMap<BlockWeights, { tensors: tf.Tensor[]; count: number }>();
 
-/** Turns packed plain passes on or off in this process (tests, benchmarks); returns the previous setting. */
-export function setNativePrepack(on: boolean): boolean {
-  const prev = prepackOn;
-  prepackOn = on;
+/**
+ * Turns packed plain passes on or off in this process (benchmarks, tests); 'any-size' also packs
+ * blocks below the size floor (tests on tinyworld). Returns the previous setting.
+ */
+export function setNativePrepack(mode: PrepackMode): PrepackMode {
+  const prev = prepackMode;
+  prepackMode = mode;
   return prev;
 }
 
@@ -275,12 +282,9 @@ function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant): Segmen
   const hit = packed.get(w);
   if (hit && hit.tensors.every((t, i) => t === named[i][1] && !t.isDisposed)) return hit.segments;
   disposeNativeBlock(w);
-  const seen = plainPasses.get(w);
-  const same = !!seen && seen.tensors.every((t, i) => t === named[i][1]);
-  plainPasses.set(w, { tensors: named.map(([, t]) => t), count: same ? seen!.count + 1 : 1 });
-  if (!same) return null;
-  const blockBytes = 4 * cfg.nLayer * (4 * cfg.dModel * cfg.dModel + 2 * cfg.dModel * cfg.dMlp);
-  if (blockBytes > PREPACK_LIMIT_BYTES || named.some(([, t]) => isHostWeight(t) || t.dtype !== 'float32')) return null;
+  const blockBytes = 4 * (4 * cfg.dModel * cfg.dModel + 2 * cfg.dModel * cfg.dMlp);
+  if (blockBytes < PACK_MIN_BLOCK_BYTES && prepackMode !== 'any-size') return null;
+  if (cfg.nLayer * blockBytes > PACK_MAX_MODEL_BYTES || named.some(([, t]) => isHostWeight(t) || t.dtype !== 'float32')) return null;
   const values = new Map<string, Initializer>(
     named.map(([name, t]) => [name, { name, type: 'float32', dims: t.shape, values: t.dataSync() as Float32Array }]),
   );
@@ -391,7 +395,7 @@ export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KVPair } 
   const variant: Variant = { d, heads, dh, eps1: cfg.normEps, eps2: cfg.normEps, act, past: pastKind, lastOnly };
   const cutAfter = new Set<Stage>(STAGES.filter((s) => STAGE_SITE[s] !== null && hookTouches(a.hook, STAGE_SITE[s]!(a.layer))));
   const plain = pastKind === 'none' && !lastOnly && cutAfter.size === 0;
-  const segments = (plain && prepackOn ? packedSegments(cfg, w, variant) : null) ?? segmentsFor(variant, cutAfter);
+  const segments = (plain && prepackMode ? packedSegments(cfg, w, variant) : null) ?? segmentsFor(variant, cutAfter);
 
   const values: Record<string, tf.Tensor> = { h, h3: h, bias, ln1_g: w.ln1.g, ln1_b: w.ln1.b!, ln2_g: w.ln2!.g, ln2_b: w.ln2!.b!, w_o: w.o.w, b_o: w.o.b!, w_in: w.mlpIn.w, b_in: w.mlpIn.b!, w_out: w.mlpOut.w, b_out: w.mlpOut.b! };
   if (lastOnly) {
