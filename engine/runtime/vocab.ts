@@ -3,10 +3,10 @@
  * log-probability of one target token per row, plus each row's most likely token. Traces,
  * probes and NLL evaluation need only these, never the rows × V probabilities.
  *
- * On the 'native' backend the projection, log-sum-exp, the target pick and the argmax are one
+ * On the 'native' backend the projection, the log-softmax, the target pick and the argmax are one
  * onnxruntime graph reading the hidden rows and the unembedding in place in the WASM heap: only
- * 3 numbers per row come back, and no rows × V tensor is made in tfjs (the logits stay in
- * onnxruntime's arena). Elsewhere the same quantities come from tfjs ops.
+ * 3 numbers per row come back (1 for targetLogprobs), and no rows × V tensor is made in tfjs
+ * (the logits stay in onnxruntime's arena). Elsewhere the same quantities come from tfjs ops.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { DecoderModel } from './decoder-forward.js';
