@@ -28,6 +28,9 @@ import { decodeGeneration, sampleTopK } from '../engine/eval/generation.js';
 import { buildTinyworldZsre, evaluateZsre, measureZsre, parseZsreRecord, type ZsreCase } from '../engine/eval/zsre.js';
 import { generate } from '../engine/runtime/generate.js';
 import { nextTokenLogprobs } from '../engine/predict.js';
+import { forward } from '../engine/runtime/forward.js';
+import { padBatch } from '../engine/runtime/batch.js';
+import { site } from '../engine/runtime/sites.js';
 import { computeFT } from '../engine/edit/ft.js';
 import { editMethods, listEdits, revertAllEdits } from '../engine/edit/apply.js';
 import type { EditRecord } from '../engine/edit/types.js';
@@ -195,8 +198,15 @@ slowTest('after evaluating FT edits the model is restored bit for bit; a broken 
   const probe = m.tokenizer.encode('David Stan was born in');
   const logits = () => Buffer.from((nextTokenLogprobs(m, [probe])[0] as Float32Array).buffer).toString('base64');
   const before = logits();
-  const tensorsBefore = tf.memory().numTensors;
   const edit = (mm: typeof m, c: CounterFactCase) => computeFT(mm, c.request, { constrained: false, steps: 4, layers: [1] });
+  // Count after the caches a gradient pass fills on first use: on the native backend forward
+  // passes run block graphs, so the tfjs attention's cached q/k/v split is first made by FT's
+  // gradient pass, a memo kept with the weights and not a leak.
+  tf.tidy(() => {
+    const hook = (s: string, h: tf.Tensor3D) => (s === site.mlpOut(1) ? (tf.add(h, 0) as tf.Tensor3D) : h);
+    tf.grad((x: tf.Tensor) => tf.sum(tf.mul(forward(m, padBatch([probe]), { hook }).logits!, x)))(tf.scalar(1));
+  });
+  const tensorsBefore = tf.memory().numTensors;
   const r = await evaluateCounterFact(m, CF.slice(0, 2), { edit, genEvery: 0, perRecord: true });
   assert.equal(r.n, 2);
   assert.equal(r.restore_checks, 4, 'weight and bias of layer 1, per record');
