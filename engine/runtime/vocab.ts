@@ -13,7 +13,7 @@ import type { DecoderModel } from './decoder-forward.js';
 import { unembed } from './decoder-forward.js';
 import { logSumExpRows } from './logsumexp.js';
 import { heapView, nativeMatMulInstalled } from './native/matmul-kernel.js';
-import { NativeGraph, nativeThreads, ortTensor } from './native/ort.js';
+import { NativeGraph, ortTensor, threadsForFlops } from './native/ort.js';
 
 export interface VocabQuery {
   /** log p(target[r]) for each row. */
@@ -96,7 +96,7 @@ export function nativeHeadFeeds(
     w: ortTensor('float32', heapView(backend, unembed), [d, v]),
   };
   if (bias) feeds.b = ortTensor('float32', heapView(backend, bias), [v]);
-  return { feeds, threads: 2 * n * d * v >= 1 << 22 ? nativeThreads() : 1 };
+  return { feeds, threads: threadsForFlops(2 * n * d * v) };
 }
 
 /**

@@ -28,12 +28,9 @@ import { hookTouches, site, type Hook } from '../sites.js';
 import { heapView, nativeMatMulInstalled, type WasmBackendLike } from './matmul-kernel.js';
 import { isHostWeight } from './host-weights.js';
 import type { GraphNode, Initializer, ValueInfo } from './onnx-graph.js';
-import { NativeGraph, nativeThreads, ortTensor, type OrtTensor } from './ort.js';
-
-export interface KVPair {
-  k: tf.Tensor4D;
-  v: tf.Tensor4D;
-}
+import { NativeGraph, nativeThreads, ortTensor, threadsForFlops, type OrtTensor } from './ort.js';
+// Type only: decoder-forward.ts calls this module.
+import type { KV } from '../decoder-forward.js';
 
 /** How the block's keys meet earlier ones: none, concatenated per row, or shared by groups of rows (causal tracing). */
 type PastKind = 'none' | 'concat' | 'shared';
@@ -48,8 +45,7 @@ interface Variant {
   d: number;
   heads: number;
   dh: number;
-  eps1: number;
-  eps2: number;
+  eps: number;
   act: 'gelu_new' | 'gelu' | 'relu';
   past: PastKind;
   lastOnly: boolean;
@@ -93,7 +89,7 @@ function blockNodes(v: Variant): { nodes: Node[]; inits: Initializer[]; rank: Ma
   const last = () => [constant('c_last_start', [-1]), constant('c_last_end', [INT64_MAX])];
 
   // Attention.
-  add('attn', 'LayerNormalization', ['h', 'ln1_g', 'ln1_b'], ['ln1'], 2, { attrs: { axis: -1, epsilon: { float: v.eps1 } } });
+  add('attn', 'LayerNormalization', ['h', 'ln1_g', 'ln1_b'], ['ln1'], 2, { attrs: { axis: -1, epsilon: { float: v.eps } } });
   if (v.lastOnly) {
     // Keys and values for every position, the query (and so everything after) for the last one.
     add('attn', 'Reshape', ['ln1', 'sh_h3'], ['ln1_3'], 3);
@@ -159,7 +155,7 @@ function blockNodes(v: Variant): { nodes: Node[]; inits: Initializer[]; rank: Ma
 
   // Residual, LayerNorm, MLP in.
   add('mlpIn', 'Add', [hres, 'attn_out'], ['h1'], 2);
-  add('mlpIn', 'LayerNormalization', ['h1', 'ln2_g', 'ln2_b'], ['ln2'], 2, { attrs: { axis: -1, epsilon: { float: v.eps2 } } });
+  add('mlpIn', 'LayerNormalization', ['h1', 'ln2_g', 'ln2_b'], ['ln2'], 2, { attrs: { axis: -1, epsilon: { float: v.eps } } });
   if (v.act === 'relu') {
     gemm('mlpIn', 'ln2', 'w_in', 'b_in', 'zb');
     add('mlpIn', 'Relu', ['zb'], ['post'], 2);
@@ -274,11 +270,16 @@ export function disposeNativeBlock(w: BlockWeights): void {
   packed.delete(w);
 }
 
-function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant): Segment[] | null {
-  const named: Array<[string, tf.Tensor]> = [
+/** The weights of a block's graphs by graph name (the fused q|k|v: every variant but lastOnly). */
+function blockWeightsByName(w: BlockWeights): Array<[string, tf.Tensor]> {
+  return [
     ['ln1_g', w.ln1.g], ['ln1_b', w.ln1.b!], ['w_qkv', w.qkv.w], ['b_qkv', w.qkv.b!], ['w_o', w.o.w], ['b_o', w.o.b!],
     ['ln2_g', w.ln2!.g], ['ln2_b', w.ln2!.b!], ['w_in', w.mlpIn.w], ['b_in', w.mlpIn.b!], ['w_out', w.mlpOut.w], ['b_out', w.mlpOut.b!],
   ];
+}
+
+function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant): Segment[] | null {
+  const named = blockWeightsByName(w);
   const hit = packed.get(w);
   if (hit && hit.tensors.every((t, i) => t === named[i][1] && !t.isDisposed)) return hit.segments;
   disposeNativeBlock(w);
@@ -369,7 +370,7 @@ export interface NativeBlockArgs {
   /** Block input after hook_resid_pre [B, T, d]. */
   h: tf.Tensor3D;
   bias: tf.Tensor4D;
-  past?: KVPair;
+  past?: KV;
   hook?: Hook;
   lastOnly: boolean;
 }
@@ -379,7 +380,7 @@ export interface NativeBlockArgs {
  * not apply (then the caller runs the tfjs ops). Keys/values are as decoder-forward's
  * attention returns them: past + new with a per-row past, new only with a shared one.
  */
-export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KVPair } | null {
+export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KV } | null {
   if (!enabled || !nativeMatMulInstalled() || tf.getBackend() !== 'wasm') return null;
   if ((tf.engine() as unknown as { isTapeOn(): boolean }).isTapeOn()) return null;
   const { cfg, w, h, bias, past, lastOnly } = a;
@@ -392,16 +393,17 @@ export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KVPair } 
   if (pastKind === 'shared' && b % past!.k.shape[0] !== 0) throw new Error(`shared past of ${past!.k.shape[0]} rows does not divide a batch of ${b}`);
   const tq = lastOnly ? 1 : t;
   const act = cfg.act as Variant['act'];
-  const variant: Variant = { d, heads, dh, eps1: cfg.normEps, eps2: cfg.normEps, act, past: pastKind, lastOnly };
+  const variant: Variant = { d, heads, dh, eps: cfg.normEps, act, past: pastKind, lastOnly };
   const cutAfter = new Set<Stage>(STAGES.filter((s) => STAGE_SITE[s] !== null && hookTouches(a.hook, STAGE_SITE[s]!(a.layer))));
   const plain = pastKind === 'none' && !lastOnly && cutAfter.size === 0;
   const segments = (plain && prepackMode ? packedSegments(cfg, w, variant) : null) ?? segmentsFor(variant, cutAfter);
 
-  const values: Record<string, tf.Tensor> = { h, h3: h, bias, ln1_g: w.ln1.g, ln1_b: w.ln1.b!, ln2_g: w.ln2!.g, ln2_b: w.ln2!.b!, w_o: w.o.w, b_o: w.o.b!, w_in: w.mlpIn.w, b_in: w.mlpIn.b!, w_out: w.mlpOut.w, b_out: w.mlpOut.b! };
+  // Segments read only the names they need: lastOnly reads the q/k/v split instead of w_qkv/b_qkv.
+  const values: Record<string, tf.Tensor> = { h, h3: h, bias, ...Object.fromEntries(blockWeightsByName(w)) };
   if (lastOnly) {
     const s = a.split();
     Object.assign(values, { w_q: s.q.w, b_q: s.q.b!, w_k: s.k.w, b_k: s.k.b!, w_v: s.v.w, b_v: s.v.b! });
-  } else Object.assign(values, { w_qkv: w.qkv.w, b_qkv: w.qkv.b! });
+  }
   if (past) Object.assign(values, { past_k: past.k, past_v: past.v });
   const tkOut = pastKind === 'concat' ? tp + t : t;
   const shapes: Record<string, number[]> = {
@@ -421,10 +423,10 @@ export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KVPair } 
     Object.assign(extra, { sh_q5: [g, pb, heads, tq, dh], sh_s4: [b, heads, tq, tp], sh_split: [tp, t], sh_p5: [g, pb, heads, tq, tp], sh_c4: [b, heads, tq, dh] });
   }
   // Two threads when the block's products are large enough to share (as matmul-kernel.ts).
-  const threads = 2 * b * t * d * 12 * d >= 1 << 22 ? nativeThreads() : 1;
+  const threads = threadsForFlops(2 * b * t * d * 12 * d);
   if (!tf.getKernel(KERNEL, 'wasm')) tf.registerKernel({ kernelName: KERNEL, backendName: 'wasm', kernelFunc: segmentKernel as unknown as tf.KernelFunc });
 
-  let kv: KVPair | null = null;
+  let kv: KV | null = null;
   for (const seg of segments) {
     const ins: tf.NamedTensorMap = {};
     for (const name of seg.inputs) if (!(name in extra)) ins[name] = values[name];

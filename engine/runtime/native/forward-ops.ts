@@ -15,7 +15,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { heapView, nativeMatMulInstalled, type WasmBackendLike } from './matmul-kernel.js';
-import { NativeGraph, nativeThreads, ortTensor } from './ort.js';
+import { NativeGraph, ortTensor, threadsForFlops } from './ort.js';
 
 type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 
@@ -75,7 +75,7 @@ function linearKernel({ inputs, backend }: Args): tf.TensorInfo {
     ),
   );
   // The product's threads as for any product (matmul-kernel.ts: two from 4 MFLOP).
-  const threads = 2 * n * k * f >= 1 << 22 ? nativeThreads() : 1;
+  const threads = threadsForFlops(2 * n * k * f);
   return runInPlace(backend as WasmBackendLike, g, { x: [x, [n, k]], w: [w, [k, f]], b: [b, [f]] }, [n, f], threads);
 }
 

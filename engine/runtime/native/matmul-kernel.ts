@@ -15,7 +15,7 @@
  * exceeds the work.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { NativeGraph, nativeThreads, ortTensor } from './ort.js';
+import { NativeGraph, ortTensor, threadsForFlops } from './ort.js';
 import { hostData, hostWeightsLive } from './host-weights.js';
 
 /** The parts of tfjs-backend-wasm's BackendWasm this kernel uses. */
@@ -26,8 +26,6 @@ export interface WasmBackendLike {
 }
 
 const MIN_FLOPS = 1 << 18;
-/** Products at least this large use the intra-op pool (smaller ones run faster on one thread). */
-const POOL_FLOPS = 1 << 22;
 
 const graphs = new Map<string, NativeGraph>();
 
@@ -102,7 +100,7 @@ function nativeBatchMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: unkno
   const res = productGraph(ra, rb, transposeA, transposeB).run(
     { a: ortTensor('float32', heapView(backend, a), a.shape), b: ortTensor('float32', heapView(backend, b), b.shape) },
     { y: ortTensor('float32', y, outShape) },
-    flops >= POOL_FLOPS ? nativeThreads() : 1,
+    threadsForFlops(flops),
   );
   // The binding writes into the preallocated view; copy only if a build hands back its own buffer.
   const got = res.y.data as Float32Array;

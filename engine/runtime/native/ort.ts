@@ -94,6 +94,14 @@ const profilePrefix = process.env.FACTLENS_ORT_PROFILE || '';
 const profiled: BindingSession[] = [];
 if (profilePrefix) process.on('exit', () => profiled.forEach((s) => s.endProfiling()));
 
+/**
+ * Threads for a product (or a graph of products) of `flops`: the pool from 4 MFLOP, one thread
+ * below, where waking the pool costs more than it saves (matmul-kernel.ts; bench/RESULTS.md).
+ */
+export function threadsForFlops(flops: number): number {
+  return flops >= 1 << 22 ? nativeThreads() : 1;
+}
+
 export class NativeGraph {
   private sessions = new Map<number, BindingSession>();
   private bytes: Uint8Array | null;
