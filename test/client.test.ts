@@ -16,7 +16,8 @@ import { spawn } from 'node:child_process';
 import { engineCommand, ROOT, spawnClient, until, type LogBuffer } from './helpers/engine-process.js';
 
 const PROMPTS = ['The capital of France is', 'The capital of Germany is', 'The official language of France is', 'The capital of Italy is'];
-const LONG = { prompt: 'The official language of France is', subject: 'France', samples: 50 };
+/** The most samples a trace takes: it must still run when kill -9 arrives. */
+const LONG = { prompt: 'The official language of France is', subject: 'France', samples: 1000 };
 /** Three edits (ROME at layer 2, small statistics, 10 v* steps: quick, and enough to change predictions). */
 const EDITS: EditApplyParams[] = [
   { request: { prompt: 'The capital of {} is', subject: 'France', target: 'Rome', layers: [2] }, options: { statsSamples: 200, hparams: { vNumGradSteps: 10 } } },

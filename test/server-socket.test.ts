@@ -110,21 +110,40 @@ describe('socket mode: authentication', () => {
 describe('socket mode: two clients on one engine', () => {
   let alice: EngineClient;
   let bob: EngineClient;
+  let carol: EngineClient;
 
   before(async () => {
     ({ client: alice } = await connectClient({ host: '127.0.0.1', port, token: TOKEN, clientName: 'alice' }));
     ({ client: bob } = await connectClient({ host: '127.0.0.1', port, token: TOKEN, clientName: 'bob' }));
+    ({ client: carol } = await connectClient({ host: '127.0.0.1', port, token: TOKEN, clientName: 'carol' }));
     await until(async () => (await alice.request(ModelInfoRequest, {})) !== null, 180_000, 'the preloaded model');
   });
 
   after(async () => {
     await alice?.stop();
     await bob?.stop();
+    await carol?.stop();
   });
+
+  /**
+   * A job that holds the queue until cancelled: the most samples a trace takes, far longer
+   * than queueing a few requests takes anywhere. Short traces finish in a fraction of a second
+   * on the native path, so a test that needs jobs to wait in the queue must not rely on one
+   * of them still running when it looks.
+   */
+  const BLOCKER = { prompt: 'The official language of France is', subject: 'France', samples: 1000 };
+  async function holdQueue(who: EngineClient): Promise<{ release: () => void; done: Promise<unknown> }> {
+    const cts = new CancellationTokenSource();
+    const done = who.request(Trace, BLOCKER, { token: cts.token }).catch((e: EngineError) => e);
+    await until(async () => (await who.request(JobsList, {})).jobs.some((j) => j.mine && j.state === 'running'), 60_000, 'the blocking trace to run');
+    return { release: () => cts.cancel(), done };
+  }
 
   test('each sees its own jobs as its own, progress and results go to the right client', async () => {
     const progress = { alice: new Set<string>(), bob: new Set<string>() };
     const fast = { samples: 2, kinds: ['hidden' as const] };
+    // Carol's trace runs while alice's and bob's wait behind it, so both are listed at once.
+    const blocker = await holdQueue(carol);
     const a = alice.request(Trace, { prompt: 'The capital of France is', subject: 'France', ...fast }, {
       onProgress: (_f, _m, p) => progress.alice.add(p.jobId),
     });
@@ -137,13 +156,14 @@ describe('socket mode: two clients on one engine', () => {
       async () => {
         seenByAlice = (await alice.request(JobsList, {})).jobs;
         seenByBob = (await bob.request(JobsList, {})).jobs;
-        return seenByAlice.length === 2 && seenByBob.length === 2;
+        return seenByAlice.length === 3 && seenByBob.length === 3;
       },
       60_000,
       'both traces in the shared queue',
     );
     // One queue, one job running at a time, owners named.
-    assert.deepEqual(seenByAlice.map((j) => j.state).sort(), ['queued', 'running']);
+    assert.deepEqual(seenByAlice.map((j) => j.state).sort(), ['queued', 'queued', 'running']);
+    assert.equal(seenByAlice.find((j) => j.state === 'running')?.owner.client, 'carol');
     const aliceJob = seenByAlice.find((j) => j.mine)!;
     const bobJob = seenByBob.find((j) => j.mine)!;
     assert.equal(seenByAlice.filter((j) => j.mine).length, 1);
@@ -156,6 +176,9 @@ describe('socket mode: two clients on one engine', () => {
     assert.equal(aliceJob.summary, 'The capital of France is');
     assert.equal(bobJob.summary, 'The capital of Germany is');
 
+    blocker.release();
+    const eb = await blocker.done;
+    assert.ok(eb instanceof EngineError && eb.kind === 'CANCELLED', String(eb));
     const [ra, rb] = await Promise.all([a, b]);
     assert.equal(ra.prompt, 'The capital of France is');
     assert.equal(ra.answer.token, ' Paris');
@@ -166,9 +189,8 @@ describe('socket mode: two clients on one engine', () => {
   });
 
   test("one client's cancellation and disconnection do not touch the other's jobs", async () => {
-    const long = { prompt: 'The official language of France is', subject: 'France', samples: 50 };
     const cts = new CancellationTokenSource();
-    const a = alice.request(Trace, long, { token: cts.token }).catch((e: EngineError) => e);
+    const a = alice.request(Trace, BLOCKER, { token: cts.token }).catch((e: EngineError) => e);
     await until(async () => (await bob.request(JobsList, {})).jobs.some((j) => j.state === 'running'), 60_000, "alice's trace to run");
     const b = bob.request(Trace, { prompt: 'The capital of Germany is', subject: 'Germany', samples: 2, kinds: ['hidden'] });
     // predict from bob jumps the queue while alice's trace runs.
@@ -179,15 +201,20 @@ describe('socket mode: two clients on one engine', () => {
     const rb = await b;
     assert.equal(rb.answer.token, ' Berlin', "bob's trace ran after alice cancelled hers");
 
-    // Alice queues a job behind bob's and disconnects: her job is cancelled, bob's completes.
-    const bobLong = bob.request(Trace, { prompt: 'The capital of Italy is', subject: 'Italy', samples: 2, kinds: ['hidden'] });
-    const aliceQueued = alice.request(Trace, long).catch((e: EngineError) => e);
-    await until(async () => (await bob.request(JobsList, {})).jobs.length === 2, 30_000, 'two jobs queued');
+    // Alice queues a job behind bob's and disconnects: her job is cancelled, bob's complete.
+    const blocker = await holdQueue(bob);
+    const bobNext = bob.request(Trace, { prompt: 'The capital of Italy is', subject: 'Italy', samples: 2, kinds: ['hidden'] });
+    const aliceQueued = alice.request(Trace, BLOCKER).catch((e: EngineError) => e);
+    await until(async () => (await bob.request(JobsList, {})).jobs.length === 3, 30_000, 'three jobs queued');
     await alice.stop();
     const ae = await aliceQueued;
     assert.ok(ae instanceof EngineError, 'alice got an error for her pending job');
-    assert.equal((await bobLong).answer.token, ' Rome');
-    await until(async () => (await bob.request(JobsList, {})).jobs.length === 0, 30_000, "alice's job to be dropped");
+    await until(async () => (await bob.request(JobsList, {})).jobs.length === 2, 30_000, "alice's job to be dropped");
+    assert.ok((await bob.request(JobsList, {})).jobs.every((j) => j.mine), 'only bob\'s jobs are left');
+    blocker.release();
+    await blocker.done;
+    assert.equal((await bobNext).answer.token, ' Rome');
+    await until(async () => (await bob.request(JobsList, {})).jobs.length === 0, 30_000, 'the queue to empty');
     assert.equal(bob.state, 'ready');
   });
 });

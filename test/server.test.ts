@@ -35,10 +35,14 @@ import { slowTest } from './helpers/tier.js';
 const PROMPT = 'The capital of France is';
 /** A quick trace: two corrupted rows, hidden states only. */
 const QUICK = { prompt: PROMPT, subject: 'France', samples: 2, kinds: ['hidden' as const] };
-/** A trace of some seconds, with checkpoints every few hundred ms (the default fast method). */
-const LONG = { prompt: 'The official language of France is', subject: 'France', samples: 10 };
-/** A trace that runs long enough to queue others behind it. */
-const LONGER = { prompt: 'The official language of France is', subject: 'France', samples: 60 };
+/**
+ * A trace of some seconds (about 7 s on a 2-core machine), with checkpoints every few hundred
+ * ms. Sized so that cancelling it at a quarter of the way cannot race its end: the native path
+ * runs a 10-sample trace of this prompt in a fraction of a second.
+ */
+const LONG = { prompt: 'The official language of France is', subject: 'France', samples: 200 };
+/** The most samples a trace takes (tens of seconds): every test that uses it cancels it. */
+const LONGER = { prompt: 'The official language of France is', subject: 'France', samples: 1000 };
 
 async function rejects(p: Promise<unknown>, kind: string, check?: (e: EngineError) => void): Promise<EngineError> {
   try {
@@ -401,7 +405,7 @@ describe('engine over stdio: queue, cancellation, timeouts', () => {
   });
 
   test('a request timeout rejects with TIMEOUT and cancels the job in the engine', async () => {
-    // A 60-sample trace takes seconds; 200 ms cannot be enough on any machine.
+    // A 1000-sample trace takes tens of seconds; 200 ms cannot be enough on any machine.
     await rejects(client.request(Trace, LONGER, { timeoutMs: 200 }), 'TIMEOUT');
     await until(async () => (await listJobs()).length === 0, 120_000, 'the timed-out trace to be cancelled');
     assert.match(log.text, /cancel requested/);
