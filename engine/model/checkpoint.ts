@@ -198,7 +198,7 @@ function makeCheckpoint(
     tensorNames: () => [...names],
     has: (name) => tensors.has(name) || unsupported.has(name),
     info,
-    read: (name): HostTensor => readTensor(info(name)),
+    read: (name, into): HostTensor => readTensor(info(name), into),
     parameterCount: () => params,
   };
 }

@@ -311,15 +311,19 @@ export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, d) => a * d, 1);
 }
 
-/** Reads one tensor's byte range and upcasts it to float32. */
-export function readTensor(info: TensorInfo): HostTensor {
+/**
+ * Reads one tensor's byte range and upcasts it to float32, into `into` when given (e.g. the
+ * tensor's own block of the WASM heap: adapters/read.ts), else into a new array.
+ */
+export function readTensor(info: TensorInfo, into?: Float32Array): HostTensor {
   const count = elementCount(info.shape);
-  const data = new Float32Array(count);
+  if (into && into.length !== count) throw new Error(`readTensor: ${info.name} has ${count} elements, destination ${into.length}`);
+  const data = into ?? new Float32Array(count);
   const fd = openRead(info.file);
   try {
     if (info.dtype === 'F32') {
       // Read straight into the result's memory: no scratch copy.
-      readExactly(fd, info.file, new Uint8Array(data.buffer), info.begin, info.name);
+      readExactly(fd, info.file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), info.begin, info.name);
     } else if (info.dtype === 'F16' || info.dtype === 'BF16') {
       const convert = info.dtype === 'F16' ? f16ToF32 : bf16ToF32;
       const scratch = new Uint16Array(Math.min(count, CHUNK_ELEMENTS));

@@ -30,8 +30,11 @@ export interface Checkpoint {
   tensorNames(): string[];
   has(name: string): boolean;
   info(name: string): TensorInfo;
-  /** Reads one tensor from disk and upcasts it to float32. Reads only that tensor's bytes. */
-  read(name: string): HostTensor;
+  /**
+   * Reads one tensor from disk and upcasts it to float32. Reads only that tensor's bytes; into
+   * `into` when given (its length must be the tensor's element count).
+   */
+  read(name: string, into?: Float32Array): HostTensor;
   /** Total number of parameters (elements) over all tensors. */
   parameterCount(): number;
 }

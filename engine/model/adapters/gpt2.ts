@@ -4,7 +4,7 @@ import { FactLensError } from '../../errors.js';
 import type { Checkpoint } from '../types.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
-import { configNumber, readChecked, toTensor1D, toTensor2D, toWeightTensor2D, transposeHost } from './read.js';
+import { configNumber, loadChecked, loadTransposed, loadWeight } from './read.js';
 
 function prefixOf(ckpt: Checkpoint): string {
   if (ckpt.has('transformer.wte.weight')) return 'transformer.';
@@ -62,12 +62,12 @@ export const gpt2Adapter: ArchitectureAdapter = {
     const p = prefixOf(ckpt);
     const d = cfg.dModel;
     const f = cfg.dMlp;
-    const vec = (name: string, n: number) => toTensor1D(readChecked(ckpt, name, [n]));
-    const mat = (name: string, r: number, c: number) => toTensor2D(readChecked(ckpt, name, [r, c]));
+    // Each tensor is read straight into its own memory (read.ts: loadChecked).
+    const vec = (name: string, n: number) => loadChecked(ckpt, name, [n]) as tf.Tensor1D;
+    const mat = (name: string, r: number, c: number) => loadChecked(ckpt, name, [r, c]) as tf.Tensor2D;
     // Block matrices enter only products (host memory for models beyond the WASM heap).
-    const weight = (name: string, r: number, c: number) => toWeightTensor2D(readChecked(ckpt, name, [r, c]));
-    const wteHost = readChecked(ckpt, `${p}wte.weight`, [cfg.vocabSize, d]);
-    const wte = toTensor2D(wteHost);
+    const weight = (name: string, r: number, c: number) => loadWeight(ckpt, name, [r, c]);
+    const wte = mat(`${p}wte.weight`, cfg.vocabSize, d);
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < cfg.nLayer; l++) {
       const b = `${p}h.${l}.`;
@@ -80,12 +80,13 @@ export const gpt2Adapter: ArchitectureAdapter = {
         mlpOut: { w: weight(`${b}mlp.c_proj.weight`, f, d), b: vec(`${b}mlp.c_proj.bias`, d) },
       });
     }
-    // An untied lm_head (rare for GPT-2) wins over the tied embedding. Transposed on the host:
-    // WASM's Transpose kernel takes 2–5× as long on the [vocab, d] matrix (0.1–0.27 s on tinyworld).
+    // An untied lm_head (rare for GPT-2) wins over the tied embedding. Transposed on the host
+    // (read.ts: loadTransposed): WASM's Transpose kernel takes 2–5× as long on the [vocab, d]
+    // matrix (0.1–0.27 s on tinyworld).
     const untied = ckpt.has('lm_head.weight');
     const unembed = untied
-      ? toTensor2D(transposeHost(readChecked(ckpt, 'lm_head.weight', [cfg.vocabSize, d])))
-      : toTensor2D(transposeHost(wteHost));
+      ? loadTransposed(ckpt, 'lm_head.weight', [cfg.vocabSize, d])
+      : loadTransposed(ckpt, `${p}wte.weight`, [cfg.vocabSize, d], wte);
     return {
       wte,
       wpe: mat(`${p}wpe.weight`, cfg.nCtx, d),

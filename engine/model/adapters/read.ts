@@ -4,8 +4,8 @@ import { FactLensError } from '../../errors.js';
 import type { Checkpoint, HostTensor } from '../types.js';
 import { hostWeight } from '../../runtime/native/host-weights.js';
 
-/** Reads `name` (trying each prefix in turn) and checks its shape. */
-export function readChecked(ckpt: Checkpoint, name: string, shape: number[]): HostTensor {
+/** Reads `name` and checks its shape (into `into` when given: see loadChecked). */
+export function readChecked(ckpt: Checkpoint, name: string, shape: number[], into?: Float32Array): HostTensor {
   if (!ckpt.has(name)) {
     throw new FactLensError('MISSING_TENSOR', `tensor '${name}' is missing from the checkpoint in ${ckpt.dir}`, {
       file: ckpt.files[0],
@@ -20,7 +20,66 @@ export function readChecked(ckpt: Checkpoint, name: string, shape: number[]): Ho
       { file: info.file, tensor: name, shape: info.shape, expected: shape },
     );
   }
-  return ckpt.read(name);
+  return ckpt.read(name, into);
+}
+
+interface HeapBackend {
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
+  dataIdMap: { get(id: tf.DataId): { memoryOffset: number } | undefined };
+  wasm: { HEAPU8: Uint8Array };
+}
+
+/** The WASM backend's heap block of a tensor made by filledTensor, or null on other backends. */
+function heapData(t: tf.TensorInfo): Float32Array | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const entry = (tf.backend() as unknown as HeapBackend).dataIdMap.get(t.dataId);
+  if (!entry) return null;
+  const heap = (tf.backend() as unknown as HeapBackend).wasm.HEAPU8;
+  return new Float32Array(heap.buffer, heap.byteOffset + entry.memoryOffset, tf.util.sizeFromShape(t.shape));
+}
+
+/**
+ * A float32 tensor whose values `fill` writes. On the WASM backends (wasm, native) into the
+ * tensor's own heap block, allocated first: loading a model this way makes no host copy of
+ * each weight for the backend to copy again (on tinyworld that was 76 MB of fresh pages
+ * faulted in twice, a third of the CLI's load time). `fill` must not allocate WASM memory:
+ * a heap growth would detach its destination.
+ */
+export function filledTensor(shape: number[], fill: (dst: Float32Array) => void): tf.Tensor {
+  if (tf.getBackend() === 'wasm') {
+    const info = (tf.backend() as unknown as HeapBackend).makeOutput(shape, 'float32');
+    const t = tf.engine().makeTensorFromTensorInfo(info);
+    try {
+      fill(heapData(info)!);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
+  }
+  const data = new Float32Array(tf.util.sizeFromShape(shape));
+  fill(data);
+  return tf.tensor(data, shape, 'float32');
+}
+
+/** Reads `name`, checked against `shape`, straight into a new tensor (filledTensor). */
+export function loadChecked(ckpt: Checkpoint, name: string, shape: number[]): tf.Tensor {
+  return filledTensor(shape, (dst) => void readChecked(ckpt, name, shape, dst));
+}
+
+/**
+ * The [c, r] transpose of the [r, c] matrix `name` (an nn.Linear or tied-embedding layout), as a
+ * new tensor. `loaded`: the same matrix already loaded, transposed from its memory instead of
+ * being read again (the tied unembedding from wte).
+ */
+export function loadTransposed(ckpt: Checkpoint, name: string, shape: [number, number], loaded?: tf.Tensor2D): tf.Tensor2D {
+  const [r, c] = shape;
+  return filledTensor([c, r], (dst) => {
+    // The source view is taken after the destination's allocation (which may grow the heap).
+    // Off the WASM heap (cpu, webgpu: async reads only) the file is read again instead.
+    const src = (loaded ? heapData(loaded) : null) ?? readChecked(ckpt, name, shape).data;
+    transposeInto(src, r, c, dst);
+  }) as tf.Tensor2D;
 }
 
 export function toTensor2D(t: HostTensor): tf.Tensor2D {
@@ -48,6 +107,11 @@ export function toWeightTensor2D(t: HostTensor): tf.Tensor2D {
   return hostMatrices ? hostWeight(t.data, t.shape[0], t.shape[1]) : toTensor2D(t);
 }
 
+/** loadChecked for a matrix that only ever enters products (host memory inside withHostMatrices). */
+export function loadWeight(ckpt: Checkpoint, name: string, shape: [number, number]): tf.Tensor2D {
+  return hostMatrices ? toWeightTensor2D(readChecked(ckpt, name, shape)) : (loadChecked(ckpt, name, shape) as tf.Tensor2D);
+}
+
 export function toTensor1D(t: HostTensor): tf.Tensor1D {
   return tf.tensor1d(t.data);
 }
@@ -56,12 +120,29 @@ export function toTensor1D(t: HostTensor): tf.Tensor1D {
 export function transposeHost(t: HostTensor): HostTensor {
   const [r, c] = t.shape;
   const out = new Float32Array(r * c);
-  const src = t.data;
-  for (let i = 0; i < r; i++) {
-    const row = i * c;
-    for (let j = 0; j < c; j++) out[j * r + i] = src[row + j];
-  }
+  transposeInto(t.data, r, c, out);
   return { shape: [c, r], data: out };
+}
+
+/** Tile edge of transposeInto: a 32 × 32 float tile (4 KB) of source and destination stays in L1. */
+const TILE = 32;
+
+/**
+ * dst[j·r + i] = src[i·c + j] in square tiles: a row-by-row loop writes dst with a stride of r
+ * floats, one cache line per element once r is large (tinyworld's [50,257, 256] embedding took
+ * 66 ms that way, ~3× the tiled time).
+ */
+export function transposeInto(src: Float32Array, r: number, c: number, dst: Float32Array): void {
+  for (let i0 = 0; i0 < r; i0 += TILE) {
+    const i1 = Math.min(r, i0 + TILE);
+    for (let j0 = 0; j0 < c; j0 += TILE) {
+      const j1 = Math.min(c, j0 + TILE);
+      for (let j = j0; j < j1; j++) {
+        const out = j * r;
+        for (let i = i0; i < i1; i++) dst[out + i] = src[i * c + j];
+      }
+    }
+  }
 }
 
 export async function hostOf(t: tf.Tensor): Promise<Float32Array> {
