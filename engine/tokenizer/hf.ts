@@ -6,6 +6,13 @@
  * there is no tokenizer.json.
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+
+/**
+ * The library and version package-lock.json installs (its package.json is not importable: the
+ * package's exports hide it). Part of every Tokenizer.fingerprint, so cached encodings never
+ * outlive an upgrade; test/tokenizer-encode-cache.test.ts fails when this falls behind.
+ */
+export const TOKENIZER_LIBRARY = '@huggingface/tokenizers@0.2.0';
 import { FactLensError } from '../errors.js';
 import type { Tokenizer } from './types.js';
 
@@ -40,18 +47,22 @@ export interface TokenizerMeta {
   /** File(s) the tokenizer came from, for error messages. */
   source: string;
   eosId: number | null;
+  /** SHA-256 of what defines the encoding (see Tokenizer.fingerprint). */
+  fingerprint: string;
 }
 
 class HfBackedTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eosId: number | null;
   readonly specialTokens: Map<string, number>;
+  readonly fingerprint: string;
   private readonly hf: HfTokenizer;
   private readonly pieceCache = new Map<number, string>();
 
   constructor(hf: HfTokenizer, json: TokenizerJson, meta: TokenizerMeta) {
     this.hf = hf;
     this.eosId = meta.eosId;
+    this.fingerprint = meta.fingerprint;
     let maxId = -1;
     for (const id of Object.values(json.model.vocab)) if (id > maxId) maxId = id;
     this.specialTokens = new Map();

@@ -8,10 +8,11 @@
  * the file, and the line (vocab.json / merges.txt / JSON syntax errors) or field
  * (tokenizer.json) where possible.
  */
+import * as crypto from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FactLensError } from '../errors.js';
-import { createTokenizer, type AddedTokenJson, type TokenizerJson } from './hf.js';
+import { createTokenizer, TOKENIZER_LIBRARY, type AddedTokenJson, type TokenizerJson } from './hf.js';
 import type { Tokenizer } from './types.js';
 import { readRegularText, jsonErrorMessage } from '../util/files.js';
 
@@ -246,7 +247,7 @@ function lookupId(content: string, added: AddedTokenJson[], vocab: Record<string
 
 function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
   const cfg = readSideConfigs(dir); // small files first, so their errors come without parsing megabytes
-  const { value: raw } = readJsonObject(file);
+  const { text, value: raw } = readJsonObject(file);
   const model = raw.model;
   if (!isRecord(model)) throw bad(`${file}: missing "model" object`, { file, field: 'model' });
   const type = model.type;
@@ -265,14 +266,16 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
     decoder: raw.decoder ?? null,
     model: { ...model, type: 'BPE', vocab, merges },
   };
-  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab) });
+  // The side configs decide only the EOS id, never an encoding: the file's text is all of it.
+  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint: fingerprintOf([text]) });
 }
 
 function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string): Tokenizer {
   const cfg = readSideConfigs(dir);
   const { text: vocabText, value: vocabRaw } = readJsonObject(vocabFile);
   const vocab = validateVocab(vocabRaw, vocabFile, undefined, vocabText);
-  const merges = parseMergesTxt(readText(mergesFile), mergesFile, vocab);
+  const mergesText = readText(mergesFile);
+  const merges = parseMergesTxt(mergesText, mergesFile, vocab);
 
   // Added tokens, as transformers' GPT2Tokenizer would register them.
   const added = new Map<string, AddedTokenJson>();
@@ -346,7 +349,16 @@ function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string)
   return createTokenizer(json, {
     source: `${vocabFile} + ${mergesFile}`,
     eosId: lookupId(eosContent(cfg), addedTokens, vocab),
+    // The two files plus what the side configs contribute to the encoding.
+    fingerprint: fingerprintOf([vocabText, mergesText, JSON.stringify({ addedTokens, addPrefixSpace })]),
   });
+}
+
+/** Tokenizer.fingerprint over the given texts, with the library version (a new release may encode differently). */
+function fingerprintOf(texts: string[]): string {
+  const h = crypto.createHash('sha256').update(`${TOKENIZER_LIBRARY}\u0000`);
+  for (const t of texts) h.update(`${t.length}\u0000`).update(t, 'utf8');
+  return h.digest('hex');
 }
 
 /**

@@ -20,4 +20,10 @@ export interface Tokenizer {
   readonly eosId: number | null;
   /** Special added tokens: literal text → id (e.g. `"<|endoftext|>"` → 50256). */
   readonly specialTokens: Map<string, number>;
+  /**
+   * SHA-256 (hex) of everything that decides encode()'s output: the tokenizer library's version
+   * and the files' text it was built from. Caches of encodings key on it (encode-cache.ts);
+   * absent for tokenizers not loaded from files.
+   */
+  readonly fingerprint?: string;
 }

@@ -12,6 +12,7 @@ import { Rng } from '../util/rng.js';
 import { readRegularText } from '../util/files.js';
 import { tidyData } from '../util/scope.js';
 import { heapView } from '../runtime/native/matmul-kernel.js';
+import { encodeAll } from '../tokenizer/encode-cache.js';
 
 /** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
 export function modelSubjects(dir: string): { subjects: string[]; source: string } | null {
@@ -72,11 +73,8 @@ function sigmaPlan(model: LoadedModel, subjects?: string[]) {
   const memo = scaleCache.get(model) ?? new Map<string, { scale: number; source: string }>();
   scaleCache.set(model, memo);
   const withSubjects = !!set && set.subjects.length > 0;
-  const subjectIds = (): number[] => {
-    const ids: number[] = [];
-    for (const s of set!.subjects) ids.push(...model.tokenizer.encode(s));
-    return ids;
-  };
+  // Each subject alone; from the encoding cache after the first process (encode-cache.ts).
+  const subjectIds = (): number[] => encodeAll(model.tokenizer, set!.subjects).flat();
   const read = (): tf.Tensor => {
     if (!withSubjects) return tf.clone(model.weights.wte);
     return tf.gather(model.weights.wte, tf.tensor1d(subjectIds(), 'int32'));
