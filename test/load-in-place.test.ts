@@ -46,7 +46,7 @@ describe('tinyworld loads with the file\'s exact values', async () => {
     }
     const b = m.weights.blocks[3];
     assert.deepEqual(bits(b.mlpIn.w.dataSync() as Float32Array), bits(ckpt.read('transformer.h.3.mlp.c_fc.weight').data));
-    assert.deepEqual(bits(b.ln2!.b.dataSync() as Float32Array), bits(ckpt.read('transformer.h.3.ln_2.bias').data));
+    assert.deepEqual(bits(b.ln2!.b!.dataSync() as Float32Array), bits(ckpt.read('transformer.h.3.ln_2.bias').data));
   });
 });
 
