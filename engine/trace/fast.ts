@@ -194,6 +194,8 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
           .join('|');
       const Tq = T - t;
       const bias = attentionBias([new Array(T).fill(1)], t, Tq);
+      // The single query at position t of a shortcut start.
+      const bias1 = attentionBias([new Array(T).fill(1)], t, 1);
       // The previous layer's output for every node, one tensor, node k in rows [k·n, (k+1)·n).
       let prev: { out: tf.Tensor3D; block: Map<string, number> } | null = null;
       for (let j = 0; j <= L; j++) {
@@ -206,79 +208,105 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
           if (node) node.members.push(i);
           else nodes.set(k, { members: [i], parent: first.get(i)! < j ? key(r, j - 1) : null, mods: r.mods.filter((x) => x.layer === j) });
         }
-        const list = [...nodes.values()];
-        const perCall = Math.max(1, Math.floor(MAX_BATCH_TOKENS / (n * Tq)));
+        // A chain whose first changes are module outputs (MLP / attention windows) alters
+        // block j only at position t: later positions' inputs, keys and values are still the
+        // corrupted run's, so their block-j outputs are cache.hIn[j + 1]. Such a node runs
+        // block j for position t alone (past keys and values as below) and takes the rest
+        // from the cache: ~1/(T − t) of the block. (The top block runs in its own way below.)
+        const startsShort = (nd: Node) =>
+          nd.parent === null && j < L - 1 && Tq > 1 && nd.mods.length > 0 && nd.mods.every((q) => q.site !== 'resid_pre');
+        const entries = [...nodes.entries()];
+        const ordered = [...entries.filter(([, nd]) => startsShort(nd)), ...entries.filter(([, nd]) => !startsShort(nd))];
+        const shortCount = ordered.findIndex(([, nd]) => !startsShort(nd));
+        const nShort = shortCount < 0 ? ordered.length : shortCount;
+        const list = ordered.map(([, nd]) => nd);
         const outs: tf.Tensor3D[] = [];
-        for (let c = 0; c < list.length; c += perCall) {
-          const chunkNodes = list.slice(c, c + perCall);
-          const prevOut = prev?.out;
-          const prevBlock = prev?.block;
-          const result = scoped(() => {
-            // Inputs in one assembly (runtime/assemble-rows.ts): a node continues its parent's
-            // rows of the previous output, or starts from the corrupted cache at this layer.
-            // (After the top block only the last position is left: see lastOnly below.)
-            const sources = prevOut ? [prevOut, cache.hIn[j]] : [cache.hIn[j]];
-            const cacheSrc = sources.length - 1;
-            const cachePos = j === L ? T - 1 : t;
-            const pieces: RowPiece[] = [];
-            for (const node of chunkNodes) {
-              const from = node.parent === null ? -1 : prevBlock!.get(node.parent)! * n;
-              for (let r = 0; r < n; r++) pieces.push(from < 0 ? { src: cacheSrc, row: r, pos: cachePos } : { src: 0, row: from + r, pos: 0 });
-            }
-            let x = assembleRows(sources, pieces, j === L ? 1 : Tq);
-            // Restored block inputs (hidden-state restorations) at position t = local 0.
-            const residIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site === 'resid_pre'), t, n, cache);
-            if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);
-            if (j === L) {
-              const lastRows = tf.reshape(tf.slice(finalNorm(m, x), [0, x.shape[1] - 1, 0], [-1, 1, -1]), [x.shape[0], -1]) as tf.Tensor2D;
-              return { lastRows };
-            }
-            // The top block runs for the last position only: its output elsewhere is never read.
-            // Module-output changes of the top block at token t < T − 1 therefore act on nothing
-            // and are dropped (at t = T − 1 the last position is position t).
-            const lastOnly = j === L - 1;
-            const blockIv =
-              lastOnly && Tq > 1 ? [] : nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site !== 'resid_pre'), t, n, cache);
-            const hook: Hook | undefined = blockIv.length ? interventionHook(blockIv) : undefined;
+        const groups: Array<{ from: number; to: number; short: boolean }> = [
+          { from: 0, to: nShort, short: true },
+          { from: nShort, to: list.length, short: false },
+        ];
+        for (const g of groups) {
+          const perCall = Math.max(1, Math.floor(MAX_BATCH_TOKENS / (n * (g.short ? 1 : Tq))));
+          for (let c = g.from; c < g.to; c += perCall) {
+            const chunkNodes = list.slice(c, Math.min(g.to, c + perCall));
+            const prevOut = prev?.out;
+            const prevBlock = prev?.block;
             // Every group of n rows shares the corrupted keys/values of positions < t.
-            const past: KV | undefined =
+            const pastKv = (): KV | undefined =>
               t === 0
                 ? undefined
                 : {
                     k: tf.slice(cache.kv[j].k, [0, 0, 0, 0], [n, -1, t, -1]) as tf.Tensor4D,
                     v: tf.slice(cache.kv[j].v, [0, 0, 0, 0], [n, -1, t, -1]) as tf.Tensor4D,
                   };
-            return { out: block(m, j, x, bias, past, chainHooks(hook), lastOnly).h };
-          });
-          if (j === L) {
-            const probs = await answerProbsAsync(m, result.lastRows!, answerId);
-            result.lastRows!.dispose();
-            chunkNodes.forEach((node, k) => {
-              const cell = sampleMean(probs, k * n, n);
-              for (const member of node.members) {
-                scores[member] = cell.mean;
-                stderr[member] = cell.stderr;
-              }
-              done += node.members.length;
-            });
-          } else {
-            // The top block: one full evaluation for the last position plus the key/value
-            // projections of the others.
-            tokenLayers += chunkNodes.length * (j === L - 1 ? 1 + (Tq - 1) * kvShare : Tq);
-            outs.push(result.out!);
+            const result = g.short
+              ? scoped(() => {
+                  const pieces: RowPiece[] = chunkNodes.flatMap(() => Array.from({ length: n }, (_, r) => ({ src: 0, row: r, pos: t })));
+                  const x = assembleRows([cache.hIn[j]], pieces, 1);
+                  const iv = nodeInterventions(chunkNodes, (nd) => nd.mods, t, n, cache);
+                  const head = block(m, j, x, bias1, pastKv(), chainHooks(interventionHook(iv))).h;
+                  const rest = tf.slice(cache.hIn[j + 1], [0, t + 1, 0], [n, Tq - 1, -1]);
+                  return { out: tf.concat([head, tf.tile(rest, [chunkNodes.length, 1, 1])], 1) as tf.Tensor3D, lastRows: undefined };
+                })
+              : scoped(() => {
+                  // Inputs in one assembly (runtime/assemble-rows.ts): a node continues its parent's
+                  // rows of the previous output, or starts from the corrupted cache at this layer.
+                  // (After the top block only the last position is left: see lastOnly below.)
+                  const sources = prevOut ? [prevOut, cache.hIn[j]] : [cache.hIn[j]];
+                  const cacheSrc = sources.length - 1;
+                  const cachePos = j === L ? T - 1 : t;
+                  const pieces: RowPiece[] = [];
+                  for (const node of chunkNodes) {
+                    const from = node.parent === null ? -1 : prevBlock!.get(node.parent)! * n;
+                    for (let r = 0; r < n; r++) pieces.push(from < 0 ? { src: cacheSrc, row: r, pos: cachePos } : { src: 0, row: from + r, pos: 0 });
+                  }
+                  let x = assembleRows(sources, pieces, j === L ? 1 : Tq);
+                  // Restored block inputs (hidden-state restorations) at position t = local 0.
+                  const residIv = nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site === 'resid_pre'), t, n, cache);
+                  if (residIv.length) x = interventionHook(residIv)(site.residPre(j), x);
+                  if (j === L) {
+                    const lastRows = tf.reshape(tf.slice(finalNorm(m, x), [0, x.shape[1] - 1, 0], [-1, 1, -1]), [x.shape[0], -1]) as tf.Tensor2D;
+                    return { out: undefined, lastRows };
+                  }
+                  // The top block runs for the last position only: its output elsewhere is never read.
+                  // Module-output changes of the top block at token t < T − 1 therefore act on nothing
+                  // and are dropped (at t = T − 1 the last position is position t).
+                  const lastOnly = j === L - 1;
+                  const blockIv =
+                    lastOnly && Tq > 1 ? [] : nodeInterventions(chunkNodes, (nd) => nd.mods.filter((q) => q.site !== 'resid_pre'), t, n, cache);
+                  const hook: Hook | undefined = blockIv.length ? interventionHook(blockIv) : undefined;
+                  return { out: block(m, j, x, bias, pastKv(), chainHooks(hook), lastOnly).h, lastRows: undefined };
+                });
+            if (j === L) {
+              const probs = await answerProbsAsync(m, result.lastRows!, answerId);
+              result.lastRows!.dispose();
+              chunkNodes.forEach((node, k) => {
+                const cell = sampleMean(probs, k * n, n);
+                for (const member of node.members) {
+                  scores[member] = cell.mean;
+                  stderr[member] = cell.stderr;
+                }
+                done += node.members.length;
+              });
+            } else {
+              // The top block: one full evaluation for the last position plus the key/value
+              // projections of the others; a shortcut start: one position.
+              tokenLayers += chunkNodes.length * (g.short ? 1 : j === L - 1 ? 1 + (Tq - 1) * kvShare : Tq);
+              outs.push(result.out!);
+            }
+            await job.checkpoint(done / totalWork, `trace: token ${t + 1}/${T}, layer ${Math.min(j + 1, L)}/${L}`);
           }
-          await job.checkpoint(done / totalWork, `trace: token ${t + 1}/${T}, layer ${Math.min(j + 1, L)}/${L}`);
         }
         if (prev) prev.out.dispose();
         prev = null;
         if (j < L) {
           const out = outs.length === 1 ? outs[0] : (tf.tidy(() => tf.concat(outs, 0)) as tf.Tensor3D);
           if (outs.length > 1) disposeAll(outs);
-          prev = { out, block: new Map([...nodes.keys()].map((k, idx) => [k, idx])) };
+          prev = { out, block: new Map(ordered.map(([k], idx) => [k, idx])) };
         }
       }
       if (prev) prev.out.dispose();
-      bias.dispose();
+      tf.dispose([bias, bias1]);
     }
   } finally {
     disposeAll(cache);
