@@ -237,3 +237,40 @@ test('native linear (x·W + b) and LayerNorm equal the tfjs ops; none of them ru
   tf.dispose([x, w, b, g, beta, lin, x3, ln]);
   await selectBackend('wasm');
 });
+
+test('float16 decoding through onnxruntime gives the table\'s value for every bit pattern', { skip }, async () => {
+  const { nativeHalfDecoder } = await import('../engine/runtime/native/half.js');
+  const { f16ToF32 } = await import('../engine/model/safetensors.js');
+  const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  const want = new Float32Array(65536 + 3);
+  const got = new Float32Array(65536 + 3).fill(7);
+  f16ToF32(all, want, 3);
+  nativeHalfDecoder(all, got, 3);
+  assert.deepEqual([...got.subarray(0, 3)], [7, 7, 7], 'nothing written before the offset');
+  const wb = new Uint32Array(want.buffer);
+  const gb = new Uint32Array(got.buffer);
+  for (let h = 0; h < 65536; h++) {
+    const exp = (h >>> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    // Signalling NaNs may come back quieted; every other pattern bit for bit.
+    if (exp === 0x1f && mant !== 0) assert.ok(Number.isNaN(got[3 + h]), `0x${h.toString(16)} stays NaN`);
+    else assert.equal(gb[3 + h], wb[3 + h], `half 0x${h.toString(16)}`);
+  }
+  nativeHalfDecoder(new Uint16Array(0), got, 0);
+});
+
+test('the native backend loads float16 weights through onnxruntime, the wasm backend through the table, to the same bits', { skip }, async () => {
+  const { loadModel, disposeModel } = await import('../engine/model/load.js');
+  const { halfDecoderInUse } = await import('../engine/model/safetensors.js');
+  const { nativeHalfDecoder } = await import('../engine/runtime/native/half.js');
+  const before = tf.getBackend();
+  const bits: Uint32Array[] = [];
+  for (const backend of ['native', 'wasm']) {
+    const m = await loadModel({ backend });
+    assert.equal(halfDecoderInUse(), backend === 'native' ? nativeHalfDecoder : null, backend);
+    bits.push(new Uint32Array((m.weights.blocks[2].mlpOut.w.dataSync() as Float32Array).slice().buffer));
+    disposeModel(m);
+  }
+  assert.deepEqual(bits[0], bits[1]);
+  await selectBackend(before);
+});

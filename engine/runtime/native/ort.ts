@@ -72,7 +72,7 @@ function ort(): Loaded {
   return loaded!;
 }
 
-export function ortTensor(type: 'float32' | 'int64' | 'int32', data: ArrayBufferView, dims: readonly number[]): OrtTensor {
+export function ortTensor(type: 'float32' | 'float16' | 'int64' | 'int32', data: ArrayBufferView, dims: readonly number[]): OrtTensor {
   return new (ort().Tensor)(type, data, dims);
 }
 
