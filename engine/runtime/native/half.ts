@@ -6,10 +6,13 @@
  * values for every bit pattern but signalling NaNs, which come back as quiet NaNs (weights that
  * hold NaN are unusable either way).
  */
-import type { HalfDecoder } from '../../model/safetensors.js';
+import { f16ToF32, type HalfDecoder } from '../../model/safetensors.js';
+import { warn } from '../../util/warn.js';
 import { NativeGraph, ortTensor } from './ort.js';
 
 let graph: NativeGraph | null = null;
+/** Set when onnxruntime refused a decode: the table does the rest (same values), said once. */
+let broken = false;
 
 export const nativeHalfDecoder: HalfDecoder = (src, dst, dstOffset) => {
   graph ??= new NativeGraph(
@@ -19,8 +22,18 @@ export const nativeHalfDecoder: HalfDecoder = (src, dst, dstOffset) => {
   );
   const n = src.length;
   if (n === 0) return;
+  if (broken) return f16ToF32(src, dst, dstOffset);
   const y = dst.subarray(dstOffset, dstOffset + n);
-  const out = graph.run({ x: ortTensor('float16', src, [n]) }, { y: ortTensor('float32', y, [n]) });
+  let out: ReturnType<NativeGraph['run']>;
+  try {
+    out = graph.run({ x: ortTensor('float16', src, [n]) }, { y: ortTensor('float32', y, [n]) });
+  } catch (e) {
+    // A faster path must never cost a load: e.g. a runtime whose Float16Array the binding
+    // could not read (ort.ts: ortTensor) would otherwise fail every float16 checkpoint.
+    broken = true;
+    warn(`float16 weights decode in JS: onnxruntime's Cast failed (${(e as Error).message})`);
+    return f16ToF32(src, dst, dstOffset);
+  }
   // The binding writes into the given view; copy only if a build hands back its own buffer.
   const got = out.y.data as Float32Array;
   if (got.buffer !== y.buffer || got.byteOffset !== y.byteOffset) y.set(got);

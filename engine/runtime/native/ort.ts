@@ -73,7 +73,11 @@ function ort(): Loaded {
 }
 
 export function ortTensor(type: 'float32' | 'float16' | 'int64' | 'int32', data: ArrayBufferView, dims: readonly number[]): OrtTensor {
-  return new (ort().Tensor)(type, data, dims);
+  const t = new (ort().Tensor)(type, data, dims);
+  // Where the runtime has Float16Array (Node 24), onnxruntime-common wraps float16 data in one,
+  // which this binding does not read (it sees 0 bytes): hand it the Uint16Array view as given.
+  if (type === 'float16' && t.data !== data) Object.defineProperty(t, 'data', { value: data, configurable: true });
+  return t;
 }
 
 /**
