@@ -239,13 +239,14 @@ test('native linear (x·W + b) and LayerNorm equal the tfjs ops; none of them ru
 });
 
 test('float16 decoding through onnxruntime gives the table\'s value for every bit pattern', { skip }, async () => {
-  const { nativeHalfDecoder } = await import('../engine/runtime/native/half.js');
+  // The Cast itself, not the decoder with its fallback to the table.
+  const { decodeHalfNative } = await import('../engine/runtime/native/half.js');
   const { f16ToF32 } = await import('../engine/model/safetensors.js');
   const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
   const want = new Float32Array(65536 + 3);
   const got = new Float32Array(65536 + 3).fill(7);
   f16ToF32(all, want, 3);
-  nativeHalfDecoder(all, got, 3);
+  decodeHalfNative(all, got, 3);
   assert.deepEqual([...got.subarray(0, 3)], [7, 7, 7], 'nothing written before the offset');
   const wb = new Uint32Array(want.buffer);
   const gb = new Uint32Array(got.buffer);
@@ -256,7 +257,7 @@ test('float16 decoding through onnxruntime gives the table\'s value for every bi
     if (exp === 0x1f && mant !== 0) assert.ok(Number.isNaN(got[3 + h]), `0x${h.toString(16)} stays NaN`);
     else assert.equal(gb[3 + h], wb[3 + h], `half 0x${h.toString(16)}`);
   }
-  nativeHalfDecoder(new Uint16Array(0), got, 0);
+  decodeHalfNative(new Uint16Array(0), got, 0);
 });
 
 test('the native backend loads float16 weights through onnxruntime, the wasm backend through the table, to the same bits', { skip }, async () => {

@@ -14,7 +14,8 @@ let graph: NativeGraph | null = null;
 /** Set when onnxruntime refused a decode: the table does the rest (same values), said once. */
 let broken = false;
 
-export const nativeHalfDecoder: HalfDecoder = (src, dst, dstOffset) => {
+/** The Cast itself; throws where onnxruntime refuses (tests call it to see the native path work). */
+export function decodeHalfNative(src: Uint16Array, dst: Float32Array, dstOffset: number): void {
   graph ??= new NativeGraph(
     [{ op: 'Cast', inputs: ['x'], outputs: ['y'], attrs: { to: 1 } }],
     [{ name: 'x', type: 'float16', shape: ['n'] }],
@@ -22,19 +23,23 @@ export const nativeHalfDecoder: HalfDecoder = (src, dst, dstOffset) => {
   );
   const n = src.length;
   if (n === 0) return;
-  if (broken) return f16ToF32(src, dst, dstOffset);
   const y = dst.subarray(dstOffset, dstOffset + n);
-  let out: ReturnType<NativeGraph['run']>;
+  const out = graph.run({ x: ortTensor('float16', src, [n]) }, { y: ortTensor('float32', y, [n]) });
+  // The binding writes into the given view; copy only if a build hands back its own buffer.
+  const got = out.y.data as Float32Array;
+  if (got.buffer !== y.buffer || got.byteOffset !== y.byteOffset) y.set(got);
+}
+
+/** decodeHalfNative, or the JS table from the first refusal on (same values), said once. */
+export const nativeHalfDecoder: HalfDecoder = (src, dst, dstOffset) => {
+  if (broken) return f16ToF32(src, dst, dstOffset);
   try {
-    out = graph.run({ x: ortTensor('float16', src, [n]) }, { y: ortTensor('float32', y, [n]) });
+    decodeHalfNative(src, dst, dstOffset);
   } catch (e) {
     // A faster path must never cost a load: e.g. a runtime whose Float16Array the binding
     // could not read (ort.ts: ortTensor) would otherwise fail every float16 checkpoint.
     broken = true;
     warn(`float16 weights decode in JS: onnxruntime's Cast failed (${(e as Error).message})`);
-    return f16ToF32(src, dst, dstOffset);
+    f16ToF32(src, dst, dstOffset);
   }
-  // The binding writes into the given view; copy only if a build hands back its own buffer.
-  const got = out.y.data as Float32Array;
-  if (got.buffer !== y.buffer || got.byteOffset !== y.byteOffset) y.set(got);
 };
