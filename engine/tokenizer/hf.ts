@@ -6,6 +6,8 @@
  * there is no tokenizer.json.
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { FactLensError } from '../errors.js';
+import type { Tokenizer } from './types.js';
 
 /**
  * The library and version package-lock.json installs (its package.json is not importable: the
@@ -13,8 +15,6 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
  * outlive an upgrade; test/tokenizer-encode-cache.test.ts fails when this falls behind.
  */
 export const TOKENIZER_LIBRARY = '@huggingface/tokenizers@0.2.0';
-import { FactLensError } from '../errors.js';
-import type { Tokenizer } from './types.js';
 
 /** One `added_tokens` entry of a tokenizer.json. */
 export interface AddedTokenJson {

@@ -216,9 +216,9 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
         const startsShort = (nd: Node) =>
           nd.parent === null && j < L - 1 && Tq > 1 && nd.mods.length > 0 && nd.mods.every((q) => q.site !== 'resid_pre');
         const entries = [...nodes.entries()];
-        const ordered = [...entries.filter(([, nd]) => startsShort(nd)), ...entries.filter(([, nd]) => !startsShort(nd))];
-        const shortCount = ordered.findIndex(([, nd]) => !startsShort(nd));
-        const nShort = shortCount < 0 ? ordered.length : shortCount;
+        const shortStarts = entries.filter(([, nd]) => startsShort(nd));
+        const ordered = [...shortStarts, ...entries.filter(([, nd]) => !startsShort(nd))];
+        const nShort = shortStarts.length;
         const list = ordered.map(([, nd]) => nd);
         const outs: tf.Tensor3D[] = [];
         const groups: Array<{ from: number; to: number; short: boolean }> = [

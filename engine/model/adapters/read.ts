@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../../errors.js';
 import type { Checkpoint, HostTensor } from '../types.js';
 import { hostWeight } from '../../runtime/native/host-weights.js';
+import { heapView, type WasmBackendLike } from '../../runtime/native/matmul-kernel.js';
 
 /** Reads `name` and checks its shape (into `into` when given: see loadChecked). */
 export function readChecked(ckpt: Checkpoint, name: string, shape: number[], into?: Float32Array): HostTensor {
@@ -23,19 +24,9 @@ export function readChecked(ckpt: Checkpoint, name: string, shape: number[], int
   return ckpt.read(name, into);
 }
 
-interface HeapBackend {
-  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
-  dataIdMap: { get(id: tf.DataId): { memoryOffset: number } | undefined };
-  wasm: { HEAPU8: Uint8Array };
-}
-
-/** The WASM backend's heap block of a tensor made by filledTensor, or null on other backends. */
+/** A WASM-backend tensor's heap block (runtime/native/matmul-kernel.ts: heapView), or null on other backends. */
 function heapData(t: tf.TensorInfo): Float32Array | null {
-  if (tf.getBackend() !== 'wasm') return null;
-  const entry = (tf.backend() as unknown as HeapBackend).dataIdMap.get(t.dataId);
-  if (!entry) return null;
-  const heap = (tf.backend() as unknown as HeapBackend).wasm.HEAPU8;
-  return new Float32Array(heap.buffer, heap.byteOffset + entry.memoryOffset, tf.util.sizeFromShape(t.shape));
+  return tf.getBackend() === 'wasm' ? heapView(tf.backend() as unknown as WasmBackendLike, t) : null;
 }
 
 /**
@@ -47,7 +38,7 @@ function heapData(t: tf.TensorInfo): Float32Array | null {
  */
 export function filledTensor(shape: number[], fill: (dst: Float32Array) => void): tf.Tensor {
   if (tf.getBackend() === 'wasm') {
-    const info = (tf.backend() as unknown as HeapBackend).makeOutput(shape, 'float32');
+    const info = (tf.backend() as unknown as WasmBackendLike).makeOutput(shape, 'float32');
     const t = tf.engine().makeTensorFromTensorInfo(info);
     try {
       fill(heapData(info)!);
