@@ -23,10 +23,14 @@ export interface RowPiece {
 
 const KERNEL = 'FactLensAssembleRows';
 
+/**
+ * Output positions side by side: column c of every output row is the run of `lengths[c]`
+ * positions its piece names. assembleRows is the one-column case.
+ */
 interface AssembleAttrs {
-  /** [src, row, pos] per piece, flattened. */
-  pieces: number[];
-  length: number;
+  /** Per column, [src, row, pos] per output row, flattened; src indexes the kernel's inputs. */
+  columns: number[][];
+  lengths: number[];
 }
 
 function check(sources: tf.TensorInfo[], pieces: number[], length: number): number {
@@ -48,22 +52,29 @@ function check(sources: tf.TensorInfo[], pieces: number[], length: number): numb
 }
 
 function assembleKernel(args: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
-  const { pieces, length } = args.attrs as unknown as AssembleAttrs;
+  const { columns, lengths } = args.attrs as unknown as AssembleAttrs;
   const sources = Object.keys(args.inputs)
     .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
     .map((k) => args.inputs[k]!);
-  const d = check(sources, pieces, length);
+  let d = 0;
+  columns.forEach((pieces, c) => (d = check(sources, pieces, lengths[c])));
+  const rows = columns[0].length / 3;
+  const width = lengths.reduce((a, b) => a + b, 0);
   const backend = args.backend as WasmBackendLike;
-  const run = length * d;
-  const out = backend.makeOutput([pieces.length / 3, length, d], 'float32');
+  const out = backend.makeOutput([rows, width, d], 'float32');
   // Views after the output's allocation: a heap growth detaches earlier ones.
   const y = heapView(backend, out);
   const views = sources.map((s) => heapView(backend, s));
-  for (let i = 0; i < pieces.length; i += 3) {
-    const s = sources[pieces[i]];
-    const from = (pieces[i + 1] * s.shape[1] + pieces[i + 2]) * d;
-    y.set(views[pieces[i]].subarray(from, from + run), (i / 3) * run);
-  }
+  let offset = 0;
+  columns.forEach((pieces, c) => {
+    const run = lengths[c] * d;
+    for (let i = 0; i < pieces.length; i += 3) {
+      const s = sources[pieces[i]];
+      const from = (pieces[i + 1] * s.shape[1] + pieces[i + 2]) * d;
+      y.set(views[pieces[i]].subarray(from, from + run), ((i / 3) * width) * d + offset);
+    }
+    offset += run;
+  });
   return out;
 }
 
@@ -75,14 +86,52 @@ function kernelReady(): boolean {
   return true;
 }
 
-export function assembleRows(sources: tf.Tensor3D[], pieces: RowPiece[], length: number): tf.Tensor3D {
-  const flat = pieces.flatMap((p) => [p.src, p.row, p.pos]);
-  if (kernelReady()) {
-    const inputs: tf.NamedTensorMap = {};
-    sources.forEach((s, i) => (inputs[`s${i}`] = s));
-    return tf.engine().runKernel(KERNEL, inputs, { pieces: flat, length } as unknown as tf.NamedAttrMap) as tf.Tensor3D;
+/** One column of assembleColumns: its pieces (one per output row) and their run length. */
+export interface Column {
+  sources: tf.Tensor3D[];
+  pieces: RowPiece[];
+  length: number;
+}
+
+/**
+ * Columns of positions side by side: the same as tf.concat(columns.map((c) =>
+ * assembleRows(c.sources, c.pieces, c.length)), 1), but on the WASM backends one pass that writes
+ * each run once into the output (the fast trace's shortcut rows: position t from the block's
+ * output, the later ones from the corrupted cache, where tf.tile + tf.concat cost ~5% of a
+ * GPT-2-small trace).
+ */
+export function assembleColumns(columns: Column[]): tf.Tensor3D {
+  if (columns.length === 0) throw new Error('assembleColumns: no columns');
+  const rows = columns[0].pieces.length;
+  columns.forEach((c, i) => {
+    if (c.pieces.length !== rows) throw new Error(`assembleColumns: column ${i} has ${c.pieces.length} pieces, column 0 has ${rows}`);
+  });
+  if (!kernelReady()) {
+    return tf.tidy(() => {
+      const parts = columns.map((c) => assembleRows(c.sources, c.pieces, c.length));
+      return parts.length === 1 ? parts[0] : (tf.concat(parts, 1) as tf.Tensor3D);
+    });
   }
-  check(sources, flat, length);
+  // The kernel's inputs: every distinct source once, pieces renumbered into that list.
+  const all: tf.Tensor3D[] = [];
+  const flat = columns.map((c) =>
+    c.pieces.flatMap((p) => {
+      const s = c.sources[p.src];
+      if (!s) throw new Error(`assembleRows: piece source ${p.src} does not exist`);
+      let k = all.indexOf(s);
+      if (k < 0) k = all.push(s) - 1;
+      return [k, p.row, p.pos];
+    }),
+  );
+  const inputs: tf.NamedTensorMap = {};
+  all.forEach((s, i) => (inputs[`s${i}`] = s));
+  const attrs: AssembleAttrs = { columns: flat, lengths: columns.map((c) => c.length) };
+  return tf.engine().runKernel(KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor3D;
+}
+
+export function assembleRows(sources: tf.Tensor3D[], pieces: RowPiece[], length: number): tf.Tensor3D {
+  if (kernelReady()) return assembleColumns([{ sources, pieces, length }]);
+  check(sources, pieces.flatMap((p) => [p.src, p.row, p.pos]), length);
   return tf.tidy(() => {
     // One slice per (source, first position), concatenated, then one gather of the rows.
     const slices: tf.Tensor3D[] = [];

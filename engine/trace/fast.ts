@@ -19,7 +19,7 @@ import type { Job } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { answerProbsAsync, noiseTensor, type Mod, type Prepared, type Restoration } from './prepare.js';
 import { vocabQueryAsync } from '../runtime/vocab.js';
-import { assembleRows, type RowPiece } from '../runtime/assemble-rows.js';
+import { assembleColumns, assembleRows, type RowPiece } from '../runtime/assemble-rows.js';
 import { sampleMean } from './stats.js';
 import type { RawTrace } from './naive.js';
 
@@ -245,8 +245,12 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
                   const x = assembleRows([cache.hIn[j]], pieces, 1);
                   const iv = nodeInterventions(chunkNodes, (nd) => nd.mods, t, n, cache);
                   const head = block(m, j, x, bias1, pastKv(), chainHooks(interventionHook(iv))).h;
-                  const rest = tf.slice(cache.hIn[j + 1], [0, t + 1, 0], [n, Tq - 1, -1]);
-                  return { out: tf.concat([head, tf.tile(rest, [chunkNodes.length, 1, 1])], 1) as tf.Tensor3D, lastRows: undefined };
+                  // Position t from the block, the later ones from the cache, written once each.
+                  const out = assembleColumns([
+                    { sources: [head], pieces: pieces.map((_, i) => ({ src: 0, row: i, pos: 0 })), length: 1 },
+                    { sources: [cache.hIn[j + 1]], pieces: pieces.map((p) => ({ src: 0, row: p.row, pos: t + 1 })), length: Tq - 1 },
+                  ]);
+                  return { out, lastRows: undefined };
                 })
               : scoped(() => {
                   // Inputs in one assembly (runtime/assemble-rows.ts): a node continues its parent's
