@@ -1,7 +1,9 @@
 /**
  * Interventions: (site, batch rows, positions) → read, replace or add. A list of them becomes
  * one Hook for the forward pass. Replacements and additions are written as masked arithmetic,
- * so they are differentiable with respect to the value (ROME's δ, MEMIT's residual deltas).
+ * so they are differentiable with respect to the value (ROME's δ, MEMIT's residual deltas);
+ * where no gradient is being recorded, on WASM, they are heap copies with the same values
+ * (writeRuns).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
