@@ -101,11 +101,13 @@ function lineOfKey(text: string | undefined, key: string): number | undefined {
   return pos2 >= 0 ? lineColAt(text, pos2).line : undefined;
 }
 
-function validateVocab(vocab: unknown, file: string, field: string | undefined, text?: string): Record<string, number> {
+/** The vocabulary, checked, and its largest id (found in the same pass: the tokenizer's size needs it). */
+function validateVocab(vocab: unknown, file: string, field: string | undefined, text?: string): { vocab: Record<string, number>; maxId: number } {
   if (!isRecord(vocab)) {
     throw bad(`${field ? `${field} in ` : ''}${file} must be an object mapping token strings to ids`, { file, ...(field ? { field } : {}) });
   }
   // for…in over the parsed object: Object.entries would build 50k [key, value] arrays first.
+  let maxId = -1;
   for (const token in vocab) {
     const id = vocab[token];
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
@@ -118,8 +120,9 @@ function validateVocab(vocab: unknown, file: string, field: string | undefined, 
         ...(line ? { line } : {}),
       });
     }
+    if (id > maxId) maxId = id;
   }
-  return vocab as Record<string, number>;
+  return { vocab: vocab as Record<string, number>, maxId };
 }
 
 /** Checks that both halves of a merge and their concatenation are in the vocabulary (as HF does). */
@@ -254,7 +257,7 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
   if (!(type === 'BPE' || (type === undefined && 'merges' in model))) {
     throw bad(`${file}: model.type is ${JSON.stringify(type)}; only byte-level BPE tokenizers are supported`, { file, field: 'model.type' });
   }
-  const vocab = validateVocab(model.vocab, file, 'model.vocab');
+  const { vocab, maxId } = validateVocab(model.vocab, file, 'model.vocab');
   const merges = parseJsonMerges(model.merges, file, vocab);
   const addedTokens = parseAddedTokens(raw.added_tokens, file);
   const json: TokenizerJson = {
@@ -267,13 +270,13 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
     model: { ...model, type: 'BPE', vocab, merges },
   };
   // The side configs decide only the EOS id, never an encoding: the file's text is all of it.
-  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint: fingerprintOf([text]) });
+  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint: fingerprintOf([text]), maxVocabId: maxId });
 }
 
 function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string): Tokenizer {
   const cfg = readSideConfigs(dir);
   const { text: vocabText, value: vocabRaw } = readJsonObject(vocabFile);
-  const vocab = validateVocab(vocabRaw, vocabFile, undefined, vocabText);
+  const { vocab, maxId } = validateVocab(vocabRaw, vocabFile, undefined, vocabText);
   const mergesText = readText(mergesFile);
   const merges = parseMergesTxt(mergesText, mergesFile, vocab);
 
@@ -351,6 +354,7 @@ function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string)
     eosId: lookupId(eosContent(cfg), addedTokens, vocab),
     // The two files plus what the side configs contribute to the encoding.
     fingerprint: fingerprintOf([vocabText, mergesText, JSON.stringify({ addedTokens, addPrefixSpace })]),
+    maxVocabId: maxId,
   });
 }
 
