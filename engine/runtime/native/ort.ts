@@ -95,8 +95,22 @@ export function nativeThreads(): number {
  * (chrome-trace JSON) when the process exits, for finding where native time goes.
  */
 const profilePrefix = process.env.FACTLENS_ORT_PROFILE || '';
-const profiled: BindingSession[] = [];
-if (profilePrefix) process.on('exit', () => profiled.forEach((s) => s.endProfiling()));
+const profiled = new Set<BindingSession>();
+if (profilePrefix) process.on('exit', () => profiled.forEach(endProfile));
+
+/**
+ * Writes a session's profile (once). A session that is disposed writes its profile first: ending
+ * a disposed one throws, which at exit used to stop every later session's profile from being
+ * written (the trace's block graphs came out as empty files).
+ */
+function endProfile(s: BindingSession): void {
+  if (!profiled.delete(s)) return;
+  try {
+    s.endProfiling();
+  } catch (e) {
+    process.stderr.write(`FACTLENS_ORT_PROFILE: a session's profile was not written: ${(e as Error).message}\n`);
+  }
+}
 
 /**
  * Threads for a product (or a graph of products) of `flops`: the pool from 4 MFLOP, one thread
@@ -142,7 +156,7 @@ export class NativeGraph {
         extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
       });
       this.sessions.set(threads, s);
-      if (profilePrefix) profiled.push(s);
+      if (profilePrefix) profiled.add(s);
     }
     return s;
   }
@@ -153,7 +167,10 @@ export class NativeGraph {
   }
 
   dispose(): void {
-    for (const s of this.sessions.values()) s.dispose();
+    for (const s of this.sessions.values()) {
+      endProfile(s);
+      s.dispose();
+    }
     this.sessions.clear();
     this.bytes = null;
   }
