@@ -11,6 +11,7 @@ import type { Hook } from './sites.js';
 import { hookOnSites, parseSite } from './sites.js';
 import { oneHotMatrix } from './decoder-forward.js';
 import { heapView, type WasmBackendLike } from './native/matmul-kernel.js';
+import { gradientTapeOn } from '../util/scope.js';
 
 export interface Intervention {
   site: string;
@@ -117,7 +118,7 @@ function writeRunsKernel(args: { inputs: tf.NamedTensorInfoMap; backend: unknown
  * pairs (a one-hot scatter sums their values) keep the arithmetic.
  */
 function writeRuns(x: tf.Tensor3D, iv: Intervention, pairs: Array<[number, number]>): tf.Tensor3D | null {
-  if (tf.getBackend() !== 'wasm' || (tf.engine() as unknown as { isTapeOn(): boolean }).isTapeOn()) return null;
+  if (tf.getBackend() !== 'wasm' || gradientTapeOn()) return null;
   const v = iv.value!;
   if (x.dtype !== 'float32' || v.dtype !== 'float32') return null;
   const [b, t, w] = x.shape;

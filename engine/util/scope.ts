@@ -55,3 +55,12 @@ export function tidyData(fn: () => tf.Tensor): Float32Array {
     t.dispose();
   }
 }
+
+/**
+ * Whether tfjs is recording a gradient tape now (inside tf.grad, variableGrads, customGrad):
+ * forward-only fast paths (native kernels, heap copies) step aside then, since they have no
+ * gradient. tfjs-core exposes this only on its engine's untyped surface.
+ */
+export function gradientTapeOn(): boolean {
+  return (tf.engine() as unknown as { isTapeOn(): boolean }).isTapeOn();
+}

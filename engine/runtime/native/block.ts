@@ -29,6 +29,7 @@ import { heapView, nativeMatMulInstalled, type WasmBackendLike } from './matmul-
 import { isHostWeight } from './host-weights.js';
 import type { GraphNode, Initializer, ValueInfo } from './onnx-graph.js';
 import { NativeGraph, nativeThreads, ortTensor, threadsForFlops, type OrtTensor } from './ort.js';
+import { gradientTapeOn } from '../../util/scope.js';
 // Type only: decoder-forward.ts calls this module.
 import type { KV } from '../decoder-forward.js';
 
@@ -382,7 +383,7 @@ export interface NativeBlockArgs {
  */
 export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KV } | null {
   if (!enabled || !nativeMatMulInstalled() || tf.getBackend() !== 'wasm') return null;
-  if ((tf.engine() as unknown as { isTapeOn(): boolean }).isTapeOn()) return null;
+  if (gradientTapeOn()) return null;
   const { cfg, w, h, bias, past, lastOnly } = a;
   if (unsupported(cfg, w) || h.dtype !== 'float32') return null;
   const [b, t, d] = h.shape;

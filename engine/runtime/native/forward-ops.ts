@@ -16,6 +16,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { heapView, nativeMatMulInstalled, type WasmBackendLike } from './matmul-kernel.js';
 import { NativeGraph, ortTensor, threadsForFlops } from './ort.js';
+import { gradientTapeOn } from '../../util/scope.js';
 
 type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 
@@ -104,7 +105,7 @@ const KERNELS: Record<string, (a: Args) => tf.TensorInfo> = {
 /** The kernel's result where the native backend is active and no gradient is recorded; else null. */
 function runForwardOnly(name: keyof typeof KERNELS & string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap = {}): tf.Tensor | null {
   if (!nativeMatMulInstalled() || tf.getBackend() !== 'wasm' || !forwardOpsEnabled) return null;
-  if ((tf.engine() as unknown as { isTapeOn(): boolean }).isTapeOn()) return null;
+  if (gradientTapeOn()) return null;
   if (!tf.getKernel(name, 'wasm')) tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: KERNELS[name] as unknown as tf.KernelFunc });
   return tf.engine().runKernel(name, inputs, attrs) as tf.Tensor;
 }
