@@ -61,12 +61,22 @@ function maskFor(pairs: Array<[number, number]>, b: number, t: number): tf.Tenso
   return tf.tensor3d(m, [b, t, 1]);
 }
 
+/** How a value is laid out over the selected pairs (Intervention.value), or null if it fits none. */
+type ValueLayout = 'vector' | 'pairs' | 'full';
+function valueLayout(v: tf.Tensor, pairs: Array<[number, number]>, [b, t, w]: [number, number, number]): ValueLayout | null {
+  if (v.rank === 1) return 'vector';
+  if (v.rank === 3 && v.shape[0] === b && v.shape[1] === t) return 'full';
+  if (v.rank === 2 && v.shape[0] === pairs.length && v.shape[1] === w) return 'pairs';
+  return null;
+}
+
 /** Expands an intervention's value to [B, T, width]. */
 function fullValue(iv: Intervention, pairs: Array<[number, number]>, shape: [number, number, number]): tf.Tensor {
   const [b, t, w] = shape;
   const v = iv.value!;
-  if (v.rank === 1 || (v.rank === 3 && v.shape[0] === b && v.shape[1] === t)) return v;
-  if (v.rank === 2 && v.shape[0] === pairs.length && v.shape[1] === w) {
+  const layout = valueLayout(v, pairs, shape);
+  if (layout === 'vector' || layout === 'full') return v;
+  if (layout === 'pairs') {
     // Scatter with a one-hot matrix [B·T, n] · [n, w]: differentiable on every backend.
     const idx = pairs.map(([r, p]) => r * t + p);
     return tf.reshape(tf.matMul(oneHotMatrix(idx, b * t), v as tf.Tensor2D, true, false), [b, t, w]);
@@ -84,8 +94,8 @@ interface WriteAttrs {
   /** [row, position] per selected pair, flattened. */
   pairs: number[];
   op: 'replace' | 'add';
-  /** How the value is laid out: one vector, one per pair, or the full [B, T, width]. */
-  layout: 'vector' | 'pairs' | 'full';
+  /** One vector, one per pair, or the full [B, T, width]. */
+  layout: ValueLayout;
 }
 
 /** Copies x and writes (replace) or adds the value at each selected pair's run of `width` floats. */
@@ -121,13 +131,10 @@ function writeRuns(x: tf.Tensor3D, iv: Intervention, pairs: Array<[number, numbe
   if (tf.getBackend() !== 'wasm' || gradientTapeOn()) return null;
   const v = iv.value!;
   if (x.dtype !== 'float32' || v.dtype !== 'float32') return null;
-  const [b, t, w] = x.shape;
-  const layout =
-    v.rank === 1 && v.shape[0] === w ? 'vector'
-    : v.rank === 2 && v.shape[0] === pairs.length && v.shape[1] === w ? 'pairs'
-    : v.rank === 3 && v.shape[0] === b && v.shape[1] === t && v.shape[2] === w ? 'full'
-    : null;
-  if (!layout) return null;
+  const [, t, w] = x.shape;
+  const layout = valueLayout(v, pairs, x.shape);
+  // A width that does not match is left to the arithmetic, which reports it as it always has.
+  if (!layout || v.shape[v.rank - 1] !== w) return null;
   if (new Set(pairs.map(([r, p]) => r * t + p)).size !== pairs.length) return null;
   if (!tf.getKernel(KERNEL, 'wasm')) tf.registerKernel({ kernelName: KERNEL, backendName: 'wasm', kernelFunc: writeRunsKernel as unknown as tf.KernelFunc });
   const attrs: WriteAttrs = { pairs: pairs.flat(), op: iv.op as WriteAttrs['op'], layout };
