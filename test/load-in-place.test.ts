@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { openCheckpoint } from '../engine/model/checkpoint.js';
 import { defaultModelDir } from '../engine/model/load.js';
-import { filledTensor, loadChecked, loadTransposed, transposeHost, transposeInto } from '../engine/model/adapters/read.js';
+import { filledTensor, loadChecked, transposeHost, transposeInto } from '../engine/model/adapters/read.js';
+import { disposeUnembed, unembedBuilt, unembedOf } from '../engine/model/unembedding.js';
 import { selectBackend } from '../engine/runtime/backend.js';
 import { writeSafetensors } from '../engine/model/safetensors.js';
 import { FactLensError } from '../engine/errors.js';
@@ -36,9 +37,15 @@ describe('tinyworld loads with the file\'s exact values', async () => {
   test(`on ${m.backend}: every tensor, bit for bit, and the unembedding is wte's transpose`, () => {
     const wte = ckpt.read('transformer.wte.weight').data;
     assert.deepEqual(bits(m.weights.wte.dataSync() as Float32Array), bits(wte));
+    // Tied: the head is the embedding itself, and its [d, V] transpose is built on first use.
+    assert.equal(m.weights.head, m.weights.wte);
     const [v, d] = m.weights.wte.shape;
-    assert.deepEqual(m.weights.unembed.shape, [d, v]);
-    const unembed = m.weights.unembed.dataSync() as Float32Array;
+    const t = unembedOf(m.weights);
+    assert.ok(unembedBuilt(m.weights));
+    const view = { ...m.weights, blocks: [] };
+    assert.equal(unembedOf(view), t, 'a view of the weights shares the built transpose');
+    assert.deepEqual(t.shape, [d, v]);
+    const unembed = t.dataSync() as Float32Array;
     for (let k = 0; k < 2000; k++) {
       const i = (k * 7919) % v;
       const j = (k * 31) % d;
@@ -70,12 +77,17 @@ describe('in-place loading on each backend', () => {
           const t = loadChecked(ckpt, name, [6, 5]);
           // Every value is exact in float16 (multiples of 1/8 below 4).
           assert.deepEqual([...(t.dataSync() as Float32Array)], [...a], name);
-          const tt = loadTransposed(ckpt, name, [6, 5], t as tf.Tensor2D);
-          const fromFile = loadTransposed(ckpt, name, [6, 5]);
+          // The unembedding of a [V, d] head: built once, inside a tidy too, and freed on request.
+          const head = { head: t as tf.Tensor2D };
+          const tt = tf.tidy(() => unembedOf(head));
+          assert.ok(!tt.isDisposed, 'the built transpose outlives the tidy it was first asked for in');
+          assert.equal(unembedOf(head), tt);
           const want = transposeHost({ shape: [6, 5], data: a }).data;
-          assert.deepEqual([...(tt.dataSync() as Float32Array)], [...want], `${name} transposed from memory`);
-          assert.deepEqual([...(fromFile.dataSync() as Float32Array)], [...want], `${name} transposed from the file`);
-          tf.dispose([t, tt, fromFile]);
+          assert.deepEqual(tt.shape, [5, 6]);
+          assert.deepEqual([...(tt.dataSync() as Float32Array)], [...want], `${name} transposed`);
+          disposeUnembed(head);
+          assert.ok(tt.isDisposed && !unembedBuilt(head));
+          tf.dispose(t);
         }
         assert.throws(
           () => loadChecked(ckpt, 'a32', [5, 6]),

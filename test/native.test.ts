@@ -139,7 +139,7 @@ test('weights outside the WASM heap (host weights): same forward and trace, no e
   const hosted = { ...heap, weights: withHostMatrices(() => heap.adapter.loadWeights(ckpt, heap.config)) };
   try {
     assert.ok(hosted.weights.blocks.every((b) => isHostWeight(b.qkv.w) && isHostWeight(b.mlpOut.w)));
-    assert.ok(!isHostWeight(hosted.weights.wte) && !isHostWeight(hosted.weights.unembed));
+    assert.ok(!isHostWeight(hosted.weights.wte) && !isHostWeight(hosted.weights.head));
     assert.equal(hostWeightsLive(), 4 * heap.config.nLayer);
     const ids = heap.tokenizer.encode('The capital of France is');
     const a = tidyData(() => forward(heap, padBatch([ids, ids.slice(1)], 'left')).logits!);

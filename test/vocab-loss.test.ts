@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../engine/runtime/backend.js';
 import { unembed } from '../engine/runtime/decoder-forward.js';
+import { unembedOf } from '../engine/model/unembedding.js';
 import { vocabLoss, type VocabLossParts } from '../engine/edit/vocab-loss.js';
 import { Rng } from '../engine/util/rng.js';
 import { maxAbsDiff } from './helpers/golden.js';
@@ -70,7 +71,7 @@ test('fused vocabulary loss = op-by-op loss on tinyworld’s unembedding (50,257
   const m = await model();
   const d = m.config.dModel;
   const h = randn([4, d], 5);
-  const w = m.weights.unembed;
+  const w = unembedOf(m.weights);
   const targets = [11, 5000, 40000];
   const klInit = tf.tidy(() => tf.logSoftmax(unembed(m, randn([1, d], 6)))).dataSync() as Float32Array;
   // The reference sums 50,257 float32 terms in one register (runtime/logsumexp.ts); the fused

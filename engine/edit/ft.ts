@@ -46,6 +46,7 @@ import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import type { BlockWeights } from '../model/decoder.js';
 import { attentionBias, block, finalNorm, selectRows, unembed, type DecoderModel } from '../runtime/decoder-forward.js';
+import { unembedOf } from '../model/unembedding.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch } from '../runtime/batch.js';
 import { interventionHook } from '../runtime/interventions.js';
@@ -228,7 +229,7 @@ export function ftObjective(
   // fastgrad.ts's frozen-weight products for every matrix except the trained ones, which stay
   // plain (differentiable) matmuls: `trainable` holds the current parameter tensors.
   const frozen = new FrozenWeights();
-  if (model.weights.tied) frozen.knownTranspose(model.weights.unembed, model.weights.wte);
+  frozen.knownTranspose(unembedOf(model.weights), model.weights.head);
   let trainable = new Set<tf.Tensor>();
   const partlyFrozen: WeightMatMul = (x, w) => (trainable.has(w) ? (tf.matMul(x, w) as tf.Tensor2D) : frozen.matMul(x, w));
   const fast = opts.fastGrad !== false;

@@ -34,6 +34,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { attentionBias, block, finalNorm, selectRows, unembed, type KV } from '../runtime/decoder-forward.js';
+import { unembedOf } from '../model/unembedding.js';
 import { forward } from '../runtime/forward.js';
 import { padBatch, type PaddedBatch } from '../runtime/batch.js';
 import { interventionHook } from '../runtime/interventions.js';
@@ -392,7 +393,8 @@ export async function computeVStar(
   const initNorm = norm(targetInit);
   const fast = opts.fastGrad !== false;
   const frozen = new FrozenWeights();
-  if (model.weights.tied) frozen.knownTranspose(model.weights.unembed, model.weights.wte);
+  // The unembedding's transpose is the output embedding as stored (tied or not).
+  frozen.knownTranspose(unembedOf(model.weights), model.weights.head);
   const run = <R>(fn: () => R): R => (fast ? withFastGradients(frozen, fn) : fn());
 
   const delta = new Float64Array(d);
@@ -408,8 +410,7 @@ export async function computeVStar(
   // op-by-op form on WebGPU and for the full-forward mode (the reference path it is checked
   // against).
   const fused = opts.fusedVocab ?? (mode !== 'full' && tf.getBackend() !== 'webgpu');
-  const unembedT = () =>
-    model.weights.tied ? model.weights.wte : frozen.transposeOf(model.weights.unembed);
+  const unembedT = () => model.weights.head;
   let klInitHost: Float32Array | null = null;
   const parts: VocabLossParts = { nll: 0, kl: 0, targetProb: 0, klRow: null };
   const lossOf = (deltaT: tf.Tensor1D, aux: { nll?: tf.Scalar; kl?: tf.Scalar; klRow?: tf.Tensor2D; tp?: tf.Scalar }): tf.Scalar => {
@@ -427,7 +428,7 @@ export async function computeVStar(
       const rows = selectRows(tf.reshape(finalNorm(model, h), [-1, d]) as tf.Tensor2D, mode === 'suffix' ? consts.pick : pick);
       if (fused) {
         const spec = { targets: vb.targetTok, nllScale: 1 / (nT * vb.nRewrite), klFactor: hp.klFactor, klInit: klInitHost };
-        return vocabLoss(rows, (x) => unembed(model, x), unembedT, spec, parts, { w: model.weights.unembed, b: model.weights.unembedBias });
+        return vocabLoss(rows, (x) => unembed(model, x), unembedT, spec, parts, { w: unembedOf(model.weights), b: model.weights.unembedBias });
       }
       logits = unembed(model, rows);
     } else {

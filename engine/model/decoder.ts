@@ -74,8 +74,14 @@ export interface DecoderWeights {
   wpe?: tf.Tensor2D;
   blocks: BlockWeights[];
   lnF: NormWeights;
-  /** Unembedding [d, V], pre-transposed even when tied (a transposed matmul is slow on WASM). */
-  unembed: tf.Tensor2D;
+  /**
+   * The output embedding [V, d], laid out as checkpoints store it: `wte` itself when tied, else
+   * the LM head's weight. Its [d, V] transpose, which WASM's products and the editing code want,
+   * is built on first use (model/unembedding.ts: unembedOf): a trace never needs it (its
+   * vocabulary queries multiply by the rows directly), which saves tinyworld's CLI trace the
+   * transpose and 51 MB of fresh memory, and GPT-2-XL-shaped models 321 MB of WASM heap.
+   */
+  head: tf.Tensor2D;
   unembedBias?: tf.Tensor1D;
   /** True when the checkpoint ties the LM head to wte (it is then not saved separately). */
   tied: boolean;

@@ -16,6 +16,7 @@ import { checkFits, estimateModelBytes, selectBackend, WASM_HEAP_BYTES, type Bac
 import { withHostMatrices } from './adapters/read.js';
 import { disposeQkvSplit } from '../runtime/decoder-forward.js';
 import { disposeNativeBlock } from '../runtime/native/block.js';
+import { disposeUnembed } from './unembedding.js';
 
 export interface LoadedModel {
   /** Absolute folder the model was loaded from. */
@@ -84,7 +85,8 @@ export async function loadModel(opts: LoadOptions = {}): Promise<LoadedModel> {
 /** Frees a model's tensors. */
 export function disposeModel(m: LoadedModel): void {
   const w = m.weights;
-  const all: Array<tf.Tensor | undefined> = [w.wte, w.wpe, w.unembed, w.unembedBias, w.lnF.g, w.lnF.b];
+  disposeUnembed(w);
+  const all: Array<tf.Tensor | undefined> = [w.wte, w.wpe, w.head, w.unembedBias, w.lnF.g, w.lnF.b];
   for (const b of w.blocks) {
     disposeQkvSplit(b.qkv);
     disposeNativeBlock(b);

@@ -17,6 +17,8 @@ import { applyRotary, rotaryTables } from './rotary.js';
 import { hostData, hostWeight } from './native/host-weights.js';
 import { nativeBiasGeluNew, nativeLayerNorm, nativeLinear } from './native/forward-ops.js';
 import { nativeBlock } from './native/block.js';
+import { nativeMatMulInstalled } from './native/matmul-kernel.js';
+import { unembedOf } from '../model/unembedding.js';
 
 export interface KV {
   /** [B, nKvHead, Tk, headDim] */
@@ -358,9 +360,15 @@ export function finalNorm(m: DecoderModel, h: tf.Tensor3D, hook?: Hook): tf.Tens
   return y;
 }
 
-/** Logits for rows of normalised hidden states [N, d] → [N, V]. */
+/**
+ * Logits for rows of normalised hidden states [N, d] → [N, V]. On the native backend the product
+ * takes the output embedding's rows as stored (a transposed product costs MLAS nothing extra);
+ * plain WASM's transposed matmul is slow and the editing code's frozen-weight products
+ * (edit/fastgrad.ts) want [d, V], so there the transpose is built once (model/unembedding.ts).
+ */
 export function unembed(m: DecoderModel, x2d: tf.Tensor2D): tf.Tensor2D {
-  const y = weightMatMul(x2d, m.weights.unembed);
+  const native = weightMatMul === plainWeightMatMul && nativeMatMulInstalled() && tf.getBackend() === 'wasm';
+  const y = native ? (tf.matMul(x2d, m.weights.head, false, true) as tf.Tensor2D) : weightMatMul(x2d, unembedOf(m.weights));
   return m.weights.unembedBias ? (tf.add(y, m.weights.unembedBias) as tf.Tensor2D) : y;
 }
 

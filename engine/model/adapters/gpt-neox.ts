@@ -102,9 +102,8 @@ export const gptNeoxAdapter: ArchitectureAdapter = {
       wte,
       blocks,
       lnF: { g: vec(`${p}final_layer_norm.weight`, d), b: vec(`${p}final_layer_norm.bias`, d) },
-      unembed: untied
-        ? toTensor2D(transposeHost(hostMat('embed_out.weight', cfg.vocabSize, d)))
-        : toTensor2D(transposeHost(wteHost)),
+      // Kept as stored, [vocab, d] (model/unembedding.ts builds the transpose where needed).
+      head: untied ? toTensor2D(hostMat('embed_out.weight', cfg.vocabSize, d)) : wte,
       tied: !untied,
     };
   },
@@ -130,7 +129,7 @@ export const gptNeoxAdapter: ArchitectureAdapter = {
     });
     e.add('gpt_neox.final_layer_norm.weight', w.lnF.g);
     e.add('gpt_neox.final_layer_norm.bias', w.lnF.b);
-    if (!w.tied) e.addT('embed_out.weight', w.unembed);
+    if (!w.tied) e.add('embed_out.weight', w.head);
     return e.out;
   },
 };

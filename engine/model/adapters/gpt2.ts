@@ -4,7 +4,7 @@ import { FactLensError } from '../../errors.js';
 import type { Checkpoint } from '../types.js';
 import type { BlockWeights, DecoderConfig, DecoderWeights } from '../decoder.js';
 import type { ArchitectureAdapter } from './types.js';
-import { configNumber, loadChecked, loadTransposed, loadWeight } from './read.js';
+import { configNumber, loadChecked, loadWeight } from './read.js';
 
 function prefixOf(ckpt: Checkpoint): string {
   if (ckpt.has('transformer.wte.weight')) return 'transformer.';
@@ -80,19 +80,16 @@ export const gpt2Adapter: ArchitectureAdapter = {
         mlpOut: { w: weight(`${b}mlp.c_proj.weight`, f, d), b: vec(`${b}mlp.c_proj.bias`, d) },
       });
     }
-    // An untied lm_head (rare for GPT-2) wins over the tied embedding. Transposed on the host
-    // (read.ts: loadTransposed): WASM's Transpose kernel takes 2–5× as long on the [vocab, d]
-    // matrix (0.1–0.27 s on tinyworld).
+    // An untied lm_head (rare for GPT-2) wins over the tied embedding. Kept as stored, [vocab, d]:
+    // its transpose is built only if something needs it (model/unembedding.ts).
     const untied = ckpt.has('lm_head.weight');
-    const unembed = untied
-      ? loadTransposed(ckpt, 'lm_head.weight', [cfg.vocabSize, d])
-      : loadTransposed(ckpt, `${p}wte.weight`, [cfg.vocabSize, d], wte);
+    const head = untied ? mat('lm_head.weight', cfg.vocabSize, d) : wte;
     return {
       wte,
       wpe: mat(`${p}wpe.weight`, cfg.nCtx, d),
       blocks,
       lnF: { g: vec(`${p}ln_f.weight`, d), b: vec(`${p}ln_f.bias`, d) },
-      unembed,
+      head,
       tied: !untied,
     };
   },
@@ -121,11 +118,7 @@ export const gpt2Adapter: ArchitectureAdapter = {
     });
     add('transformer.ln_f.weight', w.lnF.g);
     add('transformer.ln_f.bias', w.lnF.b);
-    if (!w.tied) {
-      const head = tf.tidy(() => tf.transpose(w.unembed));
-      add('lm_head.weight', head);
-      head.dispose();
-    }
+    if (!w.tied) add('lm_head.weight', w.head);
     void cfg;
     return out;
   },

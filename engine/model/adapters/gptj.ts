@@ -83,9 +83,8 @@ export const gptjAdapter: ArchitectureAdapter = {
       wte,
       blocks,
       lnF: { g: vec(`${p}ln_f.weight`, d), b: vec(`${p}ln_f.bias`, d) },
-      unembed: untied
-        ? toTensor2D(transposeHost(hostMat('lm_head.weight', cfg.vocabSize, d)))
-        : toTensor2D(transposeHost(wteHost)),
+      // Kept as stored, [vocab, d] (model/unembedding.ts builds the transpose where needed).
+      head: untied ? toTensor2D(hostMat('lm_head.weight', cfg.vocabSize, d)) : wte,
       tied: !untied,
     };
     if (untied && ckpt.has('lm_head.bias')) weights.unembedBias = vec('lm_head.bias', cfg.vocabSize);
@@ -114,7 +113,7 @@ export const gptjAdapter: ArchitectureAdapter = {
     e.add('transformer.ln_f.weight', w.lnF.g);
     e.add('transformer.ln_f.bias', w.lnF.b);
     if (!w.tied) {
-      e.addT('lm_head.weight', w.unembed);
+      e.add('lm_head.weight', w.head);
       e.add('lm_head.bias', w.unembedBias);
     }
     return e.out;

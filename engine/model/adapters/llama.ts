@@ -102,14 +102,13 @@ function makeLlamaAdapter(modelType: 'llama' | 'qwen2'): ArchitectureAdapter {
       }
       // An lm_head in the file wins (untied); without one the head is the embedding.
       const untied = ckpt.has('lm_head.weight');
-      const unembed = untied
-        ? toTensor2D(transposeHost(hostMat('lm_head.weight', cfg.vocabSize, d)))
-        : toTensor2D(transposeHost(wteHost));
+      // Kept as stored, [vocab, d] (model/unembedding.ts builds the transpose where needed).
+      const head = untied ? toTensor2D(hostMat('lm_head.weight', cfg.vocabSize, d)) : wte;
       return {
         wte,
         blocks,
         lnF: { g: toTensor1D(hostVec(`${p}norm.weight`, d)) },
-        unembed,
+        head,
         tied: !untied,
       };
     },
@@ -143,7 +142,7 @@ function makeLlamaAdapter(modelType: 'llama' | 'qwen2'): ArchitectureAdapter {
         e.add(`${b}mlp.down_proj.bias`, blk.mlpOut.b);
       });
       e.add('model.norm.weight', w.lnF.g);
-      if (!w.tied) e.addT('lm_head.weight', w.unembed);
+      if (!w.tied) e.add('lm_head.weight', w.head);
       return e.out;
     },
   };

@@ -25,7 +25,7 @@ export function readChecked(ckpt: Checkpoint, name: string, shape: number[], int
 }
 
 /** A WASM-backend tensor's heap block (runtime/native/matmul-kernel.ts: heapView), or null on other backends. */
-function heapData(t: tf.TensorInfo): Float32Array | null {
+export function heapData(t: tf.TensorInfo): Float32Array | null {
   return tf.getBackend() === 'wasm' ? heapView(tf.backend() as unknown as WasmBackendLike, t) : null;
 }
 
@@ -56,21 +56,6 @@ export function filledTensor(shape: number[], fill: (dst: Float32Array) => void)
 /** Reads `name`, checked against `shape`, straight into a new tensor (filledTensor). */
 export function loadChecked(ckpt: Checkpoint, name: string, shape: number[]): tf.Tensor {
   return filledTensor(shape, (dst) => void readChecked(ckpt, name, shape, dst));
-}
-
-/**
- * The [c, r] transpose of the [r, c] matrix `name` (an nn.Linear or tied-embedding layout), as a
- * new tensor. `loaded`: the same matrix already loaded, transposed from its memory instead of
- * being read again (the tied unembedding from wte).
- */
-export function loadTransposed(ckpt: Checkpoint, name: string, shape: [number, number], loaded?: tf.Tensor2D): tf.Tensor2D {
-  const [r, c] = shape;
-  return filledTensor([c, r], (dst) => {
-    // The source view is taken after the destination's allocation (which may grow the heap).
-    // Off the WASM heap (cpu, webgpu: async reads only) the file is read again instead.
-    const src = (loaded ? heapData(loaded) : null) ?? readChecked(ckpt, name, shape).data;
-    transposeInto(src, r, c, dst);
-  }) as tf.Tensor2D;
 }
 
 export function toTensor2D(t: HostTensor): tf.Tensor2D {
