@@ -774,7 +774,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
     notes: [
       'RSS after a full GC. The wasm heap never shrinks, so a later model\'s RSS includes earlier models\' heap (and the cpu ' +
         'rows include the wasm heap of the earlier wasm rows); tf.memory() counts only live tensors (the weights plus the ' +
-        'pre-transposed unembedding). XNNPACK packs a private copy of each weight matrix on its first matmul, so wasm memory ' +
+        'unembedding\'s [d, V] transpose where a product built it: model/unembedding.ts). XNNPACK packs a private copy of each weight matrix on its first matmul, so wasm memory ' +
         'grows after the first forward. "Peak extra tensor MB" is tf.profile\'s peak live-tensor bytes during one forward ' +
         'minus the bytes live before it: the activations a forward holds at once.',
     ],

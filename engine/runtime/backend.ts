@@ -219,7 +219,8 @@ export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
 
 /**
  * Bytes a model of `parameters` float32 parameters needs on a backend, roughly: the weights,
- * XNNPACK's packed copy of every matrix on WASM, plus the transposed unembedding.
+ * XNNPACK's packed copy of every matrix on WASM, plus the unembedding's [d, V] transpose (built
+ * on first use, model/unembedding.ts: a trace never makes it, an edit does).
  */
 export function estimateModelBytes(parameters: number, backend: BackendName, unembedParams: number): number {
   const weights = parameters * 4 + unembedParams * 4;
