@@ -39,7 +39,7 @@ import {
   type EditRecord,
   type RomeParts,
 } from '../engine/edit/index.js';
-import { cholesky, choleskySolve, matVec } from '../engine/edit/linalg.js';
+import { cholesky, choleskySolve, choleskySolveMany, matVec } from '../engine/edit/linalg.js';
 import { FrozenWeights, withFastGradients } from '../engine/edit/fastgrad.js';
 import { main } from '../engine/cli/main.js';
 import { TEST_BACKEND } from './helpers/model.js';
@@ -120,8 +120,16 @@ describe('linear algebra', () => {
         a[i * n + j] = s;
       }
     const b = matVec(a, x0, n);
-    const x = choleskySolve(cholesky(a, n), b);
+    const ch = cholesky(a, n);
+    const x = choleskySolve(ch, b);
     assert.ok(maxRelDiff(x, x0) < 1e-8, `solve error ${maxRelDiff(x, x0)}`);
+    // Several systems in one pass: each bit for bit what its own solve gives.
+    const bs = [b, Float64Array.from(b, (v, i) => v * 0.5 - i), new Float64Array(n).fill(1)];
+    const many = choleskySolveMany(ch, bs);
+    assert.equal(many.length, bs.length);
+    bs.forEach((bi, r) => assert.deepEqual(Array.from(many[r]), Array.from(choleskySolve(ch, bi)), `system ${r}`));
+    assert.deepEqual(choleskySolveMany(ch, []), []);
+    assert.throws(() => choleskySolveMany(ch, [b, new Float64Array(n - 1)]), /expected 40 values, got 39/);
   });
 });
 
@@ -183,6 +191,28 @@ describe('second-moment statistics', () => {
     const s4 = await layerStats(m, LAYER, { corpus, samples: 2 });
     assert.equal(s4.documents, 2);
     assert.ok(s4.count < s1.count);
+  });
+
+  test('the document count of a token budget is worked out once per tokenizer and corpus', async () => {
+    const corpus = tmpFile('budget.txt', docs.join('\n') + '\n');
+    let encodes = 0;
+    const tokenizer = new Proxy(m.tokenizer, {
+      get: (t, k) => (k === 'encode' ? (s: string) => (encodes++, t.encode(s)) : Reflect.get(t, k)),
+    });
+    const counted = { ...m, tokenizer };
+    const s1 = await layerStats(counted, LAYER, { corpus, minTokens: 12 });
+    assert.ok(s1.documents < 4, `a 12-token budget took ${s1.documents} documents`);
+    const first = encodes;
+    assert.ok(first > 0);
+    // A statistics cache hit: nothing to tokenize, the budget's document count included.
+    const s2 = await layerStats(counted, LAYER, { corpus, minTokens: 12 });
+    assert.equal(s2.cached, true);
+    assert.equal(s2.documents, s1.documents);
+    assert.equal(encodes, first, 'the second call tokenized the corpus again');
+    // Another budget is another answer.
+    const s3 = await layerStats(counted, LAYER, { corpus, minTokens: 10_000 });
+    assert.equal(s3.documents, 4);
+    assert.ok(encodes > first);
   });
 
   test('progress reports an ETA; cancellation stops the job', async () => {
