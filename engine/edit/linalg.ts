@@ -93,41 +93,6 @@ export function choleskySolve(ch: Cholesky, b: ArrayLike<number>): Float64Array 
   return x;
 }
 
-/**
- * choleskySolve for several right-hand sides at once, with each one's arithmetic in the same
- * order (bit-identical results). One pass over L per substitution instead of one per system:
- * L is f² float64 values (8 MB at f = 1,024, more than the cache), and an edit solves one system
- * per key (~22 for ROME's multi-key update), which streamed L from memory 44 times.
- */
-export function choleskySolveMany(ch: Cholesky, bs: ReadonlyArray<ArrayLike<number>>): Float64Array[] {
-  const { n, l } = ch;
-  for (const b of bs) if (b.length !== n) throw new Error(`choleskySolve: expected ${n} values, got ${b.length}`);
-  const xs = bs.map(() => new Float64Array(n));
-  // L y = b (forward substitution), row i of L for every system.
-  for (let i = 0; i < n; i++) {
-    const ri = i * n;
-    const lii = l[ri + i];
-    for (let r = 0; r < xs.length; r++) {
-      const y = xs[r];
-      let s = bs[r][i];
-      for (let k = 0; k < i; k++) s -= l[ri + k] * y[k];
-      y[i] = s / lii;
-    }
-  }
-  // Lᵀ x = y (back substitution by rows of L, as choleskySolve).
-  for (let i = n - 1; i >= 0; i--) {
-    const ri = i * n;
-    const lii = l[ri + i];
-    for (let r = 0; r < xs.length; r++) {
-      const x = xs[r];
-      x[i] /= lii;
-      const xi = x[i];
-      for (let k = 0; k < i; k++) x[k] -= l[ri + k] * xi;
-    }
-  }
-  return xs;
-}
-
 export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];

@@ -32,7 +32,7 @@ import { cacheRoot, modelContentHash, readJsonCache, writeJsonCache } from './ha
 import { statsTokens } from './hparams.js';
 import { memitHparams, type MemitHparams } from './memit-hparams.js';
 import { nullSpace, nullSpaceSolve } from './nullspace.js';
-import { cholesky, choleskySolve, choleskySolveMany, dot, norm } from './linalg.js';
+import { cholesky, choleskySolve, dot, norm } from './linalg.js';
 import { checkLength, computeVStar, prepareRequest, templateRow, type PreparedRequest, type RomeOptions } from './rome.js';
 import { encodeF32 } from './state.js';
 import { layerStats, statsFactor, type LayerStats } from './stats.js';
@@ -149,7 +149,7 @@ export function adjustedKeys(
     }
   }
   const ch = cholesky(m, f);
-  return { A: choleskySolveMany(ch, K), jitter: ch.jitter };
+  return { A: K.map((k) => choleskySolve(ch, k)), jitter: ch.jitter };
 }
 
 /**
@@ -163,8 +163,11 @@ function adjustedKeysWoodbury(K: Float64Array[], stats: LayerStats, lambda: numb
   const ch = statsFactor(stats);
   // C = S/N, so (λC)⁻¹k = (N/λ)·S⁻¹k.
   const scale = stats.count / lambda;
-  const B = choleskySolveMany(ch, K);
-  for (const b of B) for (let i = 0; i < b.length; i++) b[i] *= scale;
+  const B = K.map((k) => {
+    const b = choleskySolve(ch, k);
+    for (let i = 0; i < b.length; i++) b[i] *= scale;
+    return b;
+  });
   const n = K.length;
   const M = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) M[i * n + j] = (i === j ? 1 : 0) + dot(K[i], B[j]);

@@ -44,7 +44,7 @@ import { Job, subControl, type JobControl } from '../util/jobs.js';
 import { disposeAll, scoped } from '../util/scope.js';
 import { modelContentHash } from './hash.js';
 import { statsTokens, checkLayer, romeHparams, type RomeHparams } from './hparams.js';
-import { cholesky, choleskySolve, choleskySolveMany, dot, norm, vecMat } from './linalg.js';
+import { cholesky, choleskySolve, dot, norm, vecMat } from './linalg.js';
 import { FrozenWeights, withFastGradients } from './fastgrad.js';
 import { vocabLoss, type VocabLossParts } from './vocab-loss.js';
 import { layerStats, statsFactor, type LayerStats } from './stats.js';
@@ -578,7 +578,7 @@ export function multiKeyUpdate(
   const n = keys.length;
   const ch = stats && !ns ? statsFactor(stats) : null;
   // C⁻¹k_i, or with the null-space projection P k_i (nullspace.ts: the minimum-norm u in the null space).
-  const X = ns ? keys.map((k) => project(ns, k)) : ch ? choleskySolveMany(ch, keys) : keys.map((k) => Float64Array.from(k));
+  const X = keys.map((k) => (ns ? project(ns, k) : ch ? choleskySolve(ch, k) : Float64Array.from(k)));
   const G = new Float64Array(n * n);
   let tr = 0;
   for (let i = 0; i < n; i++) {
