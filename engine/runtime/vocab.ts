@@ -83,23 +83,23 @@ function checkTargets(targets: ArrayLike<number>, n: number, vocab: number): voi
 }
 
 /**
- * The inputs every native head graph shares — hidden rows x [n, d], the unembedding w [d, v]
- * and its bias b, read in place in the WASM heap — and the thread count for an n·d·v product.
+ * The inputs every native head graph shares — hidden rows x [n, d], the vocabulary matrix w in
+ * the layout the graph reads (the output embedding [v, d] for queries, the unembedding [d, v] for
+ * the edit loss: vocab-loss.ts) and the bias b [v], read in place in the WASM heap — and the
+ * thread count for the n·d·v product.
  */
 export function nativeHeadFeeds(
   rows: tf.Tensor2D,
-  unembed: tf.Tensor2D,
+  w: tf.Tensor2D,
   bias: tf.Tensor1D | undefined,
 ): { feeds: Record<string, ReturnType<typeof ortTensor>>; threads: number } {
   const backend = tf.backend() as unknown as Parameters<typeof heapView>[0];
-  const [n, d] = rows.shape;
-  const v = unembed.shape[1];
   const feeds: Record<string, ReturnType<typeof ortTensor>> = {
-    x: ortTensor('float32', heapView(backend, rows), [n, d]),
-    w: ortTensor('float32', heapView(backend, unembed), [d, v]),
+    x: ortTensor('float32', heapView(backend, rows), rows.shape),
+    w: ortTensor('float32', heapView(backend, w), w.shape),
   };
-  if (bias) feeds.b = ortTensor('float32', heapView(backend, bias), [v]);
-  return { feeds, threads: threadsForFlops(2 * n * d * v) };
+  if (bias) feeds.b = ortTensor('float32', heapView(backend, bias), bias.shape);
+  return { feeds, threads: threadsForFlops(2 * rows.shape[0] * w.size) };
 }
 
 /**
@@ -116,12 +116,9 @@ function nativeQuery(m: DecoderModel, rows: tf.Tensor2D, targets: ArrayLike<numb
   const w = m.weights;
   const [n, d] = rows.shape;
   const v = w.head.shape[0];
-  const backend = tf.backend() as unknown as Parameters<typeof heapView>[0];
-  const x = heapView(backend, rows);
-  const feeds: Record<string, ReturnType<typeof ortTensor>> = { w: ortTensor('float32', heapView(backend, w.head), [v, d]) };
-  if (w.unembedBias) feeds.b = ortTensor('float32', heapView(backend, w.unembedBias), [v]);
-  const threads = threadsForFlops(2 * n * d * v);
+  const { feeds, threads } = nativeHeadFeeds(rows, w.head, w.unembedBias);
   const graph = queryGraph(!!w.unembedBias, v, withMax);
+  const x = feeds.x.data as Float32Array;
   const result: VocabQuery = { logprob: new Float32Array(n), maxLogprob: new Float32Array(n), argmax: new Int32Array(n) };
   for (let r0 = 0; r0 < n; r0 += QUERY_ROWS) {
     const k = Math.min(QUERY_ROWS, n - r0);
