@@ -160,7 +160,7 @@ const documentCounts = new Map<string, number>();
 function documentsForTokensOf(model: LoadedModel, docs: string[], tokens: number, corpusHash: string): number {
   const fp = model.tokenizer.fingerprint;
   if (!fp) return documentsForTokens(model, docs, tokens);
-  const key = [fp, corpusHash, docs.length, model.config.nCtx, tokens].join('\u0000');
+  const key = [fp, corpusHash, model.config.nCtx, tokens].join('\u0000');
   let n = documentCounts.get(key);
   if (n === undefined) {
     n = documentsForTokens(model, docs, tokens);
