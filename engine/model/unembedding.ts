@@ -35,7 +35,7 @@ export function unembedOf(w: Pick<DecoderWeights, 'head'>): tf.Tensor2D {
   return t;
 }
 
-/** Whether unembedOf has built (and still holds) the transpose of w's head: tests and memory reports. */
+/** Whether unembedOf has built (and still holds) the transpose of w's head (tests check the laziness with it). */
 export function unembedBuilt(w: Pick<DecoderWeights, 'head'>): boolean {
   const t = built.get(w.head);
   return !!t && !t.isDisposed;
