@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { FactLensError } from '../errors.js';
 import type { HostTensor, SafetensorsDtype, TensorInfo } from './types.js';
 import { openRegular, jsonErrorMessage } from '../util/files.js';
+import { decodeHalfInto } from './half-simd.js';
 
 export const SUPPORTED_DTYPES: readonly SafetensorsDtype[] = ['F32', 'F16', 'BF16'];
 
@@ -106,24 +107,6 @@ export function f16ToF32(src: Uint16Array, dst: Float32Array, dstOffset = 0): vo
   const table = halfToFloatTable();
   const out = new Uint32Array(dst.buffer, dst.byteOffset + dstOffset * 4, src.length);
   for (let i = 0; i < src.length; i++) out[i] = table[src[i]];
-}
-
-/** A float16 decoder with f16ToF32's signature and results. */
-export type HalfDecoder = (src: Uint16Array, dst: Float32Array, dstOffset: number) => void;
-
-let halfDecoder: HalfDecoder | null = null;
-
-/**
- * Installs a faster float16 decoder for readTensor (the native backend's onnxruntime Cast:
- * runtime/native/half.ts), or null for f16ToF32's table. It must give f16ToF32's values.
- */
-export function setHalfDecoder(fn: HalfDecoder | null): void {
-  halfDecoder = fn;
-}
-
-/** The installed decoder, null for the table (tests). */
-export function halfDecoderInUse(): HalfDecoder | null {
-  return halfDecoder;
 }
 
 /** Decodes bfloat16 bit patterns (the top half of a float32) into `dst`. Exact. */
@@ -343,13 +326,17 @@ export function readTensor(info: TensorInfo, into?: Float32Array): HostTensor {
       // Read straight into the result's memory: no scratch copy.
       readExactly(fd, info.file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), info.begin, info.name);
     } else if (info.dtype === 'F16' || info.dtype === 'BF16') {
-      const convert = info.dtype === 'F16' ? (halfDecoder ?? f16ToF32) : bf16ToF32;
-      const scratch = new Uint16Array(Math.min(count, CHUNK_ELEMENTS));
-      for (let done = 0; done < count; done += scratch.length) {
-        const n = Math.min(scratch.length, count - done);
-        const chunk = scratch.subarray(0, n);
-        readExactly(fd, info.file, new Uint8Array(chunk.buffer, 0, n * 2), info.begin + done * 2, info.name);
-        convert(chunk, data, done);
+      const convert = info.dtype === 'F16' ? f16ToF32 : bf16ToF32;
+      const readAt = (bytes: Uint8Array, first: number) => readExactly(fd, info.file, bytes, info.begin + first * 2, info.name);
+      // WASM SIMD, in place where `data` is a WASM tensor's heap block (half-simd.ts); else the table.
+      if (!decodeHalfInto(info.dtype === 'F16' ? 'f16' : 'bf16', count, data, readAt, convert, CHUNK_ELEMENTS)) {
+        const scratch = new Uint16Array(Math.min(count, CHUNK_ELEMENTS));
+        for (let done = 0; done < count; done += scratch.length) {
+          const n = Math.min(scratch.length, count - done);
+          const chunk = scratch.subarray(0, n);
+          readAt(new Uint8Array(chunk.buffer, 0, n * 2), done);
+          convert(chunk, data, done);
+        }
       }
     } else {
       throw unsupportedDtypeError(info.file, info.name, info.dtype);

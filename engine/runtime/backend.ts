@@ -16,8 +16,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { FactLensError } from '../errors.js';
 import { loadOrt, ortVersion } from './native/ort.js';
 import { installNativeMatMul, removeNativeMatMul } from './native/matmul-kernel.js';
-import { nativeHalfDecoder } from './native/half.js';
-import { setHalfDecoder } from '../model/safetensors.js';
+import { registerDecodeMemory } from '../model/half-simd.js';
 import { installWasmSharing } from './wasm-sharing.js';
 import { registerWebgpuBackend, webgpuAdapter, webgpuProbe } from './webgpu.js';
 
@@ -174,8 +173,8 @@ async function activateInner(name: BackendName): Promise<void> {
   // 'native' and 'wasm' share tfjs's WASM backend; they differ in the BatchMatMul kernel.
   if (name === 'native') installNativeMatMul();
   else if (name === 'wasm') removeNativeMatMul();
-  // float16 checkpoints decode through onnxruntime where it runs the products (native/half.ts).
-  setHalfDecoder(name === 'native' ? nativeHalfDecoder : null);
+  // 16-bit checkpoints decode in place into tensors of tfjs's WASM heap (model/half-simd.ts).
+  if (name === 'native' || name === 'wasm') registerDecodeMemory((tf.backend() as unknown as { wasm?: { asm?: { memory?: unknown } } }).wasm?.asm?.memory);
 }
 
 /**
