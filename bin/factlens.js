@@ -3,10 +3,11 @@
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
+const { requireWithCodeCache } = require('./code-cache.js');
 
 const bundle = path.join(__dirname, '..', 'dist', 'engine', 'cli.js');
 if (!fs.existsSync(bundle)) {
   process.stderr.write(`factlens: ${path.relative(process.cwd(), bundle) || bundle} is missing; run npm run build first\n`);
   process.exit(1);
 }
-require(bundle).cli();
+requireWithCodeCache(bundle).cli();

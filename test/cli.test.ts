@@ -173,8 +173,8 @@ describe('factlens --version and --help', () => {
   test('the launcher explains a missing build', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-bin-'));
     try {
-      fs.mkdirSync(path.join(tmp, 'bin'));
-      fs.copyFileSync(BIN, path.join(tmp, 'bin', 'factlens.js'));
+      // The launcher's folder as shipped (factlens.js and the code-cache loader beside it), no dist/.
+      fs.cpSync(path.dirname(BIN), path.join(tmp, 'bin'), { recursive: true });
       const r = await factlens(['--version'], path.join(tmp, 'bin', 'factlens.js'));
       assert.equal(r.code, 1);
       assert.match(r.stderr, /run npm run build first/);

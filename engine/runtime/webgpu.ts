@@ -8,6 +8,7 @@
  * vocabQueryAsync, the trace).
  */
 import * as fs from 'node:fs';
+import { importEsm } from '../util/esm-import.js';
 
 export interface AdapterInfo {
   vendor: string;
@@ -42,7 +43,7 @@ export async function webgpuAdapter(): Promise<{ info: AdapterInfo } | { reason:
   if (vulkanLoaderMissing()) return (found = { reason: 'no Vulkan loader (libvulkan.so.1) for Dawn: no GPU adapter' });
   let dawn: DawnModule;
   try {
-    dawn = (await import('webgpu')) as unknown as DawnModule;
+    dawn = await importEsm<DawnModule>('webgpu');
   } catch (e) {
     return (found = { reason: `the webgpu package (Dawn) did not load: ${(e as Error).message.split('\n')[0]}` });
   }
@@ -71,5 +72,5 @@ export function describe(i: AdapterInfo): string {
 
 /** Registers tfjs's 'webgpu' backend (after webgpuAdapter found one: it checks navigator.gpu on import). */
 export async function registerWebgpuBackend(): Promise<void> {
-  await import('@tensorflow/tfjs-backend-webgpu');
+  await importEsm('@tensorflow/tfjs-backend-webgpu');
 }
