@@ -14,6 +14,7 @@ import { loadTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { checkFits, estimateModelBytes, selectBackend, WASM_HEAP_BYTES, type BackendName } from '../runtime/backend.js';
 import { withHostMatrices } from './adapters/read.js';
+import { prefaultHeap } from '../runtime/heap-prefault.js';
 import { disposeQkvSplit } from '../runtime/decoder-forward.js';
 import { disposeNativeBlock } from '../runtime/native/block.js';
 import { disposeUnembed } from './unembedding.js';
@@ -67,7 +68,15 @@ export async function loadModel(opts: LoadOptions = {}): Promise<LoadedModel> {
     backend === 'native' && config.modelType === 'gpt2' && estimateModelBytes(params, backend, unembedParams) > WASM_HEAP_BYTES * 0.9;
   const blockMatrices = config.nLayer * (4 * config.dModel * config.dModel + 2 * config.dModel * config.dMlp);
   checkFits(hostMatrices ? params - blockMatrices : params, unembedParams, backend, dir);
-  const tokenizer = opts.withoutTokenizer ? nullTokenizer(config) : loadTokenizer(dir);
+  // The weights' pages are faulted in on libuv's threads while the tokenizer is built
+  // (runtime/heap-prefault.ts); nothing touches the WASM heap until done().
+  const prefault = opts.withoutTokenizer || hostMatrices ? null : prefaultHeap(prefaultBytes(params), ckpt.files);
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = opts.withoutTokenizer ? nullTokenizer(config) : loadTokenizer(dir);
+  } finally {
+    await prefault?.done();
+  }
   const weights = hostMatrices ? withHostMatrices(() => adapter.loadWeights(ckpt, config)) : adapter.loadWeights(ckpt, config);
   const isDefault = dir === path.resolve(defaultModelDir());
   return {
@@ -80,6 +89,15 @@ export async function loadModel(opts: LoadOptions = {}): Promise<LoadedModel> {
     backend,
     parameterCount: params,
   };
+}
+
+/**
+ * The heap block to fault in for `params` float32 weights: their bytes and some slack, because the
+ * load allocates a little beside them (on native the last weights landed 1 MB past the exact size).
+ * Pages faulted in beyond the weights are not lost: the first forward's activations take them.
+ */
+function prefaultBytes(params: number): number {
+  return Math.ceil(params * 4 * 1.02) + (4 << 20);
 }
 
 /** Frees a model's tensors. */
