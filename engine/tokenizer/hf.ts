@@ -37,7 +37,8 @@ export interface TokenizerJson {
   model: {
     type: 'BPE';
     vocab: Record<string, number>;
-    merges: [string, string][];
+    /** Pairs, or the file's own "a b" strings once a cached check found them valid (load.ts). */
+    merges: [string, string][] | string[];
     [key: string]: unknown;
   };
   [key: string]: unknown;

@@ -15,6 +15,7 @@ import { FactLensError } from '../errors.js';
 import { createTokenizer, TOKENIZER_LIBRARY, type AddedTokenJson, type TokenizerJson } from './hf.js';
 import type { Tokenizer } from './types.js';
 import { readRegularText, jsonErrorMessage } from '../util/files.js';
+import { cacheRoot, damagedCache, readJsonCache, writeJsonCache } from '../edit/hash.js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -257,8 +258,20 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
   if (!(type === 'BPE' || (type === undefined && 'merges' in model))) {
     throw bad(`${file}: model.type is ${JSON.stringify(type)}; only byte-level BPE tokenizers are supported`, { file, field: 'model.type' });
   }
-  const { vocab, maxId } = validateVocab(model.vocab, file, 'model.vocab');
-  const merges = parseJsonMerges(model.merges, file, vocab);
+  const fingerprint = fingerprintOf([text]);
+  const checked = checkedBefore(fingerprint, model);
+  let vocab: Record<string, number>;
+  let maxId: number;
+  let merges: [string, string][] | string[];
+  if (checked) {
+    ({ vocab, maxId, merges } = checked);
+    tokenizerCheckStats.reused++;
+  } else {
+    tokenizerCheckStats.checked++;
+    ({ vocab, maxId } = validateVocab(model.vocab, file, 'model.vocab'));
+    merges = parseJsonMerges(model.merges, file, vocab);
+    rememberChecked(fingerprint, maxId);
+  }
   const addedTokens = parseAddedTokens(raw.added_tokens, file);
   const json: TokenizerJson = {
     ...raw,
@@ -270,7 +283,7 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
     model: { ...model, type: 'BPE', vocab, merges },
   };
   // The side configs decide only the EOS id, never an encoding: the file's text is all of it.
-  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint: fingerprintOf([text]), maxVocabId: maxId });
+  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint, maxVocabId: maxId });
 }
 
 function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string): Tokenizer {
@@ -356,6 +369,44 @@ function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string)
     fingerprint: fingerprintOf([vocabText, mergesText, JSON.stringify({ addedTokens, addPrefixSpace })]),
     maxVocabId: maxId,
   });
+}
+
+/**
+ * Checks of a tokenizer.json already passed, kept on disk between processes. The vocabulary and
+ * merge checks (every id a non-negative integer; both halves of every merge and their join in the
+ * vocabulary, as HF requires) took ~50 ms of every load of a GPT-2 tokenizer (50k merges, 150k
+ * lookups), about a quarter of it. An entry says that the file whose text has this fingerprint
+ * passed them, and its largest id; a changed file has another fingerprint and is checked again.
+ * Entries are checksummed (edit/hash.ts: writeJsonCache); a damaged one is checked again.
+ */
+interface CheckedEntry {
+  fingerprint: string;
+  maxId: number;
+}
+
+/** For tests: loads whose checks ran, and loads that took an earlier pass from the cache. */
+export const tokenizerCheckStats = { checked: 0, reused: 0 };
+
+function checkedFile(fingerprint: string): string {
+  return join(cacheRoot(), 'tokenizers', `${fingerprint.slice(0, 32)}.json`);
+}
+
+/** The vocabulary and merges as the library takes them, when this file passed the checks before. */
+function checkedBefore(fingerprint: string, model: JsonObject): { vocab: Record<string, number>; maxId: number; merges: string[] | [string, string][] } | null {
+  const file = checkedFile(fingerprint);
+  const e = readJsonCache<CheckedEntry>(file);
+  if (!e) return null;
+  if (e.fingerprint !== fingerprint || !Number.isSafeInteger(e.maxId) || e.maxId < 0) return damagedCache(file, 'it does not fit the tokenizer file');
+  if (!isRecord(model.vocab) || !Array.isArray(model.merges)) return null;
+  return { vocab: model.vocab as Record<string, number>, maxId: e.maxId, merges: model.merges as string[] | [string, string][] };
+}
+
+function rememberChecked(fingerprint: string, maxId: number): void {
+  try {
+    writeJsonCache(checkedFile(fingerprint), { fingerprint, maxId } satisfies CheckedEntry);
+  } catch {
+    /* a read-only cache folder: checked again next time */
+  }
 }
 
 /** Tokenizer.fingerprint over the given texts, with the library version (a new release may encode differently). */
