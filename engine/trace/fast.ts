@@ -168,9 +168,12 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   //  - before the subject, clean and corrupted runs are identical (attention is causal);
   //  - the final residual at a token other than the last is never read.
   //  - nor is the top block's output at a token other than the last, so restoring only module
-  //    outputs of the top block there changes nothing either.
+  //    outputs of the top block there changes nothing either;
+  //  - the noise is added to the subject's embeddings only, so restoring the clean input of
+  //    block 0 at a token after the subject puts back the value the corrupted run already has.
   const noop = (r: Restoration) =>
     r.token < p.range[0] ||
+    (r.token >= p.range[1] && r.mods.every((x) => x.site === 'resid_pre' && x.layer === 0 && x.source === 'clean')) ||
     (r.token !== T - 1 &&
       r.mods.every((x) => (x.site === 'resid_pre' && x.layer === L) || (x.site !== 'resid_pre' && x.layer === L - 1)));
   restorationList.forEach((r, i) => {
