@@ -44,6 +44,13 @@ let loadError: string | null = null;
 export function loadOrt(): string | null {
   if (loaded) return null;
   if (loadError) return loadError;
+  // onnxruntime 1.30's Linux build records telemetry (session and device events) in
+  // ~/.cache/Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db and uploads it to Microsoft's
+  // collector: the file grew by ~100 KB per CLI run here (no network to send it), and opening and
+  // writing it cost ~25 ms of each 0.8 s run. The engine runs users' models on their machines and
+  // says nothing of it, so it is off unless the user has set the variable themselves. It must be
+  // set before the library initialises, which happens when the binding is loaded below.
+  process.env.ORT_DISABLE_TELEMETRY ??= '1';
   try {
     const pkg = requireHere('onnxruntime-node/package.json') as { version: string };
     // Loading the package itself initialises the binding (log level, Tensor class) the same way

@@ -1,0 +1,45 @@
+/**
+ * onnxruntime 1.30 on Linux records telemetry in $HOME/.cache/Microsoft/DeveloperTools/.onnxruntime
+ * (and uploads it) unless ORT_DISABLE_TELEMETRY is set; the engine sets it (runtime/native/ort.ts).
+ * A CLI trace on the native backend with a fresh HOME must leave no such folder, and one where the
+ * user opted in (ORT_DISABLE_TELEMETRY=0) shows that this test sees the folder when it is made.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { probeBackends } from '../engine/runtime/backend.js';
+
+const ROOT = path.resolve(__dirname, '..');
+const BIN = path.join(ROOT, 'bin', 'factlens.js');
+const native = probeBackends().find((b) => b.name === 'native');
+
+function traceWithHome(extra: NodeJS.ProcessEnv): { status: number | null; stderr: string; telemetry: boolean } {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-home-'));
+  try {
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, FACTLENS_CACHE_DIR: path.join(home, 'fl-cache'), ...extra };
+    delete env.XDG_CACHE_HOME;
+    if (extra.ORT_DISABLE_TELEMETRY === undefined) delete env.ORT_DISABLE_TELEMETRY;
+    const r = spawnSync(process.execPath, [BIN, 'trace', 'The capital of [France] is', '--kind', 'hidden', '--backend', 'native', '--json', '-q'], {
+      cwd: ROOT,
+      env,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    return { status: r.status, stderr: r.stderr, telemetry: fs.existsSync(path.join(home, '.cache', 'Microsoft')) };
+  } finally {
+    fs.rmSync(home, { recursive: true, force: true });
+  }
+}
+
+test('a native trace leaves no onnxruntime telemetry behind', { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` }, () => {
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'engine', 'cli.js'))) assert.fail('dist/engine/cli.js is missing: run npm run build');
+  const off = traceWithHome({});
+  assert.equal(off.status, 0, off.stderr);
+  assert.equal(off.telemetry, false, 'onnxruntime wrote its telemetry folder');
+  const optedIn = traceWithHome({ ORT_DISABLE_TELEMETRY: '0' });
+  assert.equal(optedIn.status, 0, optedIn.stderr);
+  assert.equal(optedIn.telemetry, true, 'with telemetry left on, onnxruntime makes the folder (else this test could not fail)');
+});
