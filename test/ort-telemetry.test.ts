@@ -1,8 +1,11 @@
 /**
  * onnxruntime 1.30 on Linux records telemetry in $HOME/.cache/Microsoft/DeveloperTools/.onnxruntime
  * (and uploads it) unless ORT_DISABLE_TELEMETRY is set; the engine sets it (runtime/native/ort.ts).
- * A CLI trace on the native backend with a fresh HOME must leave no such folder, and one where the
- * user opted in (ORT_DISABLE_TELEMETRY=0) shows that this test sees the folder when it is made.
+ * A CLI trace on the native backend with a fresh HOME must leave no such folder. Whether the library
+ * makes the folder when telemetry is allowed depends on the machine (a clean CI container did not),
+ * so the opted-in run (ORT_DISABLE_TELEMETRY=0) is the control: where it makes the folder, the check
+ * is shown able to fail; where it does not, the test says so and the direct check of the variable
+ * (first test) is what guards the behaviour.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,12 +37,27 @@ function traceWithHome(extra: NodeJS.ProcessEnv): { status: number | null; stder
   }
 }
 
-test('a native trace leaves no onnxruntime telemetry behind', { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` }, () => {
+test('loading onnxruntime sets ORT_DISABLE_TELEMETRY=1 and keeps a value the user set', { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` }, () => {
+  const script = "const { loadOrt } = require('./engine/runtime/native/ort.ts'); const e = loadOrt(); process.stdout.write(JSON.stringify({ e, v: process.env.ORT_DISABLE_TELEMETRY ?? null }));";
+  const run = (v: string | undefined): { e: string | null; v: string | null } => {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    if (v === undefined) delete env.ORT_DISABLE_TELEMETRY; else env.ORT_DISABLE_TELEMETRY = v;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { e: string | null; v: string | null };
+  };
+  assert.deepEqual(run(undefined), { e: null, v: '1' });
+  assert.deepEqual(run('0'), { e: null, v: '0' }, "a user's opt-in is kept");
+});
+
+test('a native trace leaves no onnxruntime telemetry behind', { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` }, (t) => {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'engine', 'cli.js'))) assert.fail('dist/engine/cli.js is missing: run npm run build');
   const off = traceWithHome({});
   assert.equal(off.status, 0, off.stderr);
   assert.equal(off.telemetry, false, 'onnxruntime wrote its telemetry folder');
   const optedIn = traceWithHome({ ORT_DISABLE_TELEMETRY: '0' });
   assert.equal(optedIn.status, 0, optedIn.stderr);
-  assert.equal(optedIn.telemetry, true, 'with telemetry left on, onnxruntime makes the folder (else this test could not fail)');
+  if (!optedIn.telemetry) {
+    t.skip('onnxruntime made no telemetry folder here even when allowed, so the folder check cannot fail on this machine');
+  }
 });
