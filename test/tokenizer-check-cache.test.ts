@@ -11,33 +11,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadTokenizer } from '../engine/tokenizer/index.js';
 import { tokenizerCheckStats } from '../engine/tokenizer/load.js';
-import { setWarningSink } from '../engine/util/warn.js';
+import { useTempCache } from './helpers/temp-cache.js';
 import { defaultModelDir } from '../engine/model/load.js';
 import { FactLensError } from '../engine/errors.js';
 
-let cache: string;
+const cache = useTempCache('factlens-tokcheck-');
+const { warnings } = cache;
 let work: string;
-let prevCache: string | undefined;
-const warnings: string[] = [];
-let prevSink: (m: string) => void;
 before(() => {
-  cache = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-tokcheck-'));
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-tokdir-'));
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) fs.copyFileSync(path.join(defaultModelDir(), f), path.join(work, f));
-  prevCache = process.env.FACTLENS_CACHE_DIR;
-  process.env.FACTLENS_CACHE_DIR = cache;
-  prevSink = setWarningSink((m) => warnings.push(m));
 });
-after(() => {
-  if (prevCache === undefined) delete process.env.FACTLENS_CACHE_DIR;
-  else process.env.FACTLENS_CACHE_DIR = prevCache;
-  setWarningSink(prevSink);
-  fs.rmSync(cache, { recursive: true, force: true });
-  fs.rmSync(work, { recursive: true, force: true });
-});
+after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 const TEXTS = ['The capital of France is', ' Émile Zola wrote', 'naïve café 日本 ', '<|endoftext|>Hello', '  two  spaces\tand tabs', 'x'.repeat(300)];
-const entries = () => fs.readdirSync(path.join(cache, 'tokenizers')).map((f) => path.join(cache, 'tokenizers', f));
+const entries = () => fs.readdirSync(path.join(cache.dir, 'tokenizers')).map((f) => path.join(cache.dir, 'tokenizers', f));
 
 test('the second load takes the earlier pass and encodes, decodes and sizes the same', () => {
   const { checked, reused } = tokenizerCheckStats;

@@ -4,7 +4,7 @@
  * a damaged or ill-fitting one is named and recomputed, a changed tokenizer file or library
  * version gets a new key, and the CLI's trace gives the same result with and without the entry.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -13,30 +13,16 @@ import { loadTokenizer, type Tokenizer } from '../engine/tokenizer/index.js';
 import { TOKENIZER_LIBRARY } from '../engine/tokenizer/hf.js';
 import { encodeAll, forgetEncodings } from '../engine/tokenizer/encode-cache.js';
 import { writeJsonCache } from '../engine/edit/hash.js';
-import { setWarningSink } from '../engine/util/warn.js';
+import { useTempCache } from './helpers/temp-cache.js';
 import { defaultModelDir } from '../engine/model/load.js';
 import { BACKEND_ARGS, buildCli, factlens, ROOT } from './helpers/cli.js';
 
-let cache: string;
-let prevCache: string | undefined;
-const warnings: string[] = [];
-let prevSink: (m: string) => void;
-before(() => {
-  cache = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-enc-'));
-  prevCache = process.env.FACTLENS_CACHE_DIR;
-  process.env.FACTLENS_CACHE_DIR = cache;
-  prevSink = setWarningSink((m) => warnings.push(m));
-});
-after(() => {
-  if (prevCache === undefined) delete process.env.FACTLENS_CACHE_DIR;
-  else process.env.FACTLENS_CACHE_DIR = prevCache;
-  setWarningSink(prevSink);
-  fs.rmSync(cache, { recursive: true, force: true });
-});
+const cache = useTempCache('factlens-enc-');
+const { warnings } = cache;
 
 const tok = loadTokenizer(defaultModelDir());
 const texts = Array.from({ length: 150 }, (_, i) => [`Subject ${i}`, `Émile Zola ${i}`, ` spaced ${i}`, `${i}-ö-日本`][i % 4]);
-const files = () => fs.readdirSync(path.join(cache, 'encodings')).map((f) => path.join(cache, 'encodings', f));
+const files = () => fs.readdirSync(path.join(cache.dir, 'encodings')).map((f) => path.join(cache.dir, 'encodings', f));
 
 /** The tokenizer with a count of encode() calls. */
 function counting(t: Tokenizer): { t: Tokenizer; calls: () => number } {
@@ -105,9 +91,9 @@ test('the fingerprint follows the tokenizer file\'s content, not its folder', ()
 
 test('factlens trace gives the same result with its encodings cached as without', async () => {
   await buildCli();
-  fs.rmSync(path.join(cache, 'encodings'), { recursive: true, force: true });
+  fs.rmSync(path.join(cache.dir, 'encodings'), { recursive: true, force: true });
   const run = async () => {
-    const r = await factlens(['trace', 'The capital of [France] is', '--samples', '3', '--kind', 'hidden', '--json', ...BACKEND_ARGS], { FACTLENS_CACHE_DIR: cache });
+    const r = await factlens(['trace', 'The capital of [France] is', '--samples', '3', '--kind', 'hidden', '--json', ...BACKEND_ARGS], { FACTLENS_CACHE_DIR: cache.dir });
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { noise_scale: number; noise_source: string; scores: unknown; answer: string };
     assert.ok(out.noise_scale > 0 && /1815 subjects|subjects/.test(out.noise_source), JSON.stringify(out.noise_source));
