@@ -18,6 +18,7 @@ import { probeBackends } from '../engine/runtime/backend.js';
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'factlens.js');
 const native = probeBackends().find((b) => b.name === 'native');
+const NEEDS_NATIVE = { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` };
 
 function traceWithHome(extra: NodeJS.ProcessEnv): { status: number | null; stderr: string; telemetry: boolean } {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-home-'));
@@ -37,7 +38,7 @@ function traceWithHome(extra: NodeJS.ProcessEnv): { status: number | null; stder
   }
 }
 
-test('loading onnxruntime sets ORT_DISABLE_TELEMETRY=1 and keeps a value the user set', { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` }, () => {
+test('loading onnxruntime sets ORT_DISABLE_TELEMETRY=1 and keeps a value the user set', NEEDS_NATIVE, () => {
   const script = "const { loadOrt } = require('./engine/runtime/native/ort.ts'); const e = loadOrt(); process.stdout.write(JSON.stringify({ e, v: process.env.ORT_DISABLE_TELEMETRY ?? null }));";
   const run = (v: string | undefined): { e: string | null; v: string | null } => {
     const env: NodeJS.ProcessEnv = { ...process.env };
@@ -50,7 +51,7 @@ test('loading onnxruntime sets ORT_DISABLE_TELEMETRY=1 and keeps a value the use
   assert.deepEqual(run('0'), { e: null, v: '0' }, "a user's opt-in is kept");
 });
 
-test('a native trace leaves no onnxruntime telemetry behind', { skip: native?.available ? false : `native backend unavailable: ${native?.reason}` }, (t) => {
+test('a native trace leaves no onnxruntime telemetry behind', NEEDS_NATIVE, (t) => {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'engine', 'cli.js'))) assert.fail('dist/engine/cli.js is missing: run npm run build');
   const off = traceWithHome({});
   assert.equal(off.status, 0, off.stderr);
