@@ -8,6 +8,7 @@
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { FactLensError } from '../errors.js';
 import type { Tokenizer } from './types.js';
+import { bpeTables, type BpeTables, type Snapshot } from './snapshot.js';
 
 /**
  * The library and version package-lock.json installs (its package.json is not importable: the
@@ -116,15 +117,35 @@ class HfBackedTokenizer implements Tokenizer {
   }
 }
 
-/** Wraps a validated tokenizer.json object. Throws BAD_TOKENIZER if the library rejects it. */
-export function createTokenizer(json: TokenizerJson, meta: TokenizerMeta): Tokenizer {
-  let hf: HfTokenizer;
+function newHf(json: TokenizerJson, source: string): HfTokenizer {
   try {
     // clean_up_tokenization_spaces would default to true in the library; HF (Rust) decode does no clean-up.
-    hf = new HfTokenizer(json, { clean_up_tokenization_spaces: false });
+    return new HfTokenizer(json, { clean_up_tokenization_spaces: false });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    throw new FactLensError('BAD_TOKENIZER', `Unsupported tokenizer in ${meta.source}: ${msg}`, { file: meta.source });
+    throw new FactLensError('BAD_TOKENIZER', `Unsupported tokenizer in ${source}: ${msg}`, { file: source });
   }
+}
+
+/**
+ * Wraps a validated tokenizer.json object. Throws BAD_TOKENIZER if the library rejects it.
+ * `keep` receives the library's lookup tables as built, for a snapshot (snapshot.ts).
+ */
+export function createTokenizer(json: TokenizerJson, meta: TokenizerMeta, keep?: (tables: BpeTables) => void): Tokenizer {
+  const hf = newHf(json, meta.source);
+  const tables = keep && bpeTables(hf.model);
+  if (tables) keep(tables);
   return new HfBackedTokenizer(hf, json, meta);
+}
+
+/**
+ * The tokenizer of a snapshot: the library builds the small rest of the file (normalizer,
+ * pre-tokenizer, decoder, added tokens) and gets its tables back in place of the empty ones.
+ * Null when this library's model lacks the fields a snapshot holds: the caller loads in full.
+ */
+export function tokenizerFromSnapshot(snap: Snapshot, meta: Omit<TokenizerMeta, 'maxVocabId'>): Tokenizer | null {
+  const hf = newHf(snap.rest, meta.source);
+  if (!bpeTables(hf.model)) return null;
+  Object.assign(hf.model as object, snap.tables);
+  return new HfBackedTokenizer(hf, snap.rest, { ...meta, maxVocabId: snap.maxVocabId });
 }

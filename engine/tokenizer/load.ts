@@ -12,10 +12,10 @@ import * as crypto from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FactLensError } from '../errors.js';
-import { createTokenizer, TOKENIZER_LIBRARY, type AddedTokenJson, type TokenizerJson } from './hf.js';
+import { createTokenizer, tokenizerFromSnapshot, TOKENIZER_LIBRARY, type AddedTokenJson, type TokenizerJson } from './hf.js';
 import type { Tokenizer } from './types.js';
-import { readRegularText, jsonErrorMessage } from '../util/files.js';
-import { cacheRoot, damagedCache, readJsonCache, writeJsonCache } from '../edit/hash.js';
+import { readRegularFile, jsonErrorMessage } from '../util/files.js';
+import { readSnapshot, writeSnapshot } from './snapshot.js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -60,14 +60,21 @@ function lineColAt(text: string, pos: number): { line: number; column: number } 
   return { line, column: end - lineStart + 1 };
 }
 
-function readText(file: string): string {
-  let text: string;
+function readBytes(file: string): Buffer {
   try {
-    text = readRegularText(file);
+    return readRegularFile(file);
   } catch (e) {
     throw bad(`Cannot read tokenizer file ${file}: ${e instanceof Error ? e.message : String(e)}`, { file });
   }
+}
+
+function textOf(bytes: Buffer): string {
+  const text = bytes.toString('utf8');
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+function readText(file: string): string {
+  return textOf(readBytes(file));
 }
 
 function parseJsonText(text: string, file: string): unknown {
@@ -83,8 +90,8 @@ function parseJsonText(text: string, file: string): unknown {
   }
 }
 
-function readJsonObject(file: string): { text: string; value: JsonObject } {
-  const text = readText(file);
+function readJsonObject(file: string, bytes?: Buffer): { text: string; value: JsonObject } {
+  const text = bytes ? textOf(bytes) : readText(file);
   const value = parseJsonText(text, file);
   if (!isRecord(value)) throw bad(`${file} must contain a JSON object`, { file });
   return { text, value };
@@ -243,35 +250,37 @@ function eosContent(cfg: SideConfigs): string {
   return tokenContent(cfg.tokenizerConfig?.eos_token) ?? tokenContent(cfg.specialTokensMap?.eos_token) ?? DEFAULT_SPECIAL;
 }
 
-function lookupId(content: string, added: AddedTokenJson[], vocab: Record<string, number>): number | null {
+function lookupId(content: string, added: AddedTokenJson[], vocab: Record<string, number> | Map<string, number>): number | null {
   const a = added.find((t) => t.content === content);
   if (a) return a.id;
+  if (vocab instanceof Map) return vocab.get(content) ?? null;
   return Object.hasOwn(vocab, content) ? vocab[content] : null;
 }
 
 function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
   const cfg = readSideConfigs(dir); // small files first, so their errors come without parsing megabytes
-  const { text, value: raw } = readJsonObject(file);
+  const bytes = readBytes(file);
+  const fingerprint = fingerprintOf([bytes]);
+  // A file loaded before comes back from its snapshot (snapshot.ts): no parse, no checks.
+  const snap = readSnapshot(fingerprint);
+  if (snap) {
+    const eosId = lookupId(eosContent(cfg), snap.rest.added_tokens, snap.tables.tokens_to_ids);
+    const t = tokenizerFromSnapshot(snap, { source: file, eosId, fingerprint });
+    if (t) {
+      tokenizerLoadStats.fromSnapshot++;
+      return t;
+    }
+  }
+  tokenizerLoadStats.full++;
+  const { value: raw } = readJsonObject(file, bytes);
   const model = raw.model;
   if (!isRecord(model)) throw bad(`${file}: missing "model" object`, { file, field: 'model' });
   const type = model.type;
   if (!(type === 'BPE' || (type === undefined && 'merges' in model))) {
     throw bad(`${file}: model.type is ${JSON.stringify(type)}; only byte-level BPE tokenizers are supported`, { file, field: 'model.type' });
   }
-  const fingerprint = fingerprintOf([text]);
-  const checked = checkedBefore(fingerprint, model);
-  let vocab: Record<string, number>;
-  let maxId: number;
-  let merges: [string, string][] | string[];
-  if (checked) {
-    ({ vocab, maxId, merges } = checked);
-    tokenizerCheckStats.reused++;
-  } else {
-    tokenizerCheckStats.checked++;
-    ({ vocab, maxId } = validateVocab(model.vocab, file, 'model.vocab'));
-    merges = parseJsonMerges(model.merges, file, vocab);
-    rememberChecked(fingerprint, maxId);
-  }
+  const { vocab, maxId } = validateVocab(model.vocab, file, 'model.vocab');
+  const merges = parseJsonMerges(model.merges, file, vocab);
   const addedTokens = parseAddedTokens(raw.added_tokens, file);
   const json: TokenizerJson = {
     ...raw,
@@ -282,8 +291,9 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
     decoder: raw.decoder ?? null,
     model: { ...model, type: 'BPE', vocab, merges },
   };
-  // The side configs decide only the EOS id, never an encoding: the file's text is all of it.
-  return createTokenizer(json, { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint, maxVocabId: maxId });
+  // The side configs decide only the EOS id, never an encoding: the file's bytes are all of it.
+  const meta = { source: file, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint, maxVocabId: maxId };
+  return createTokenizer(json, meta, (tables) => writeSnapshot(fingerprint, json, maxId, tables));
 }
 
 function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string): Tokenizer {
@@ -371,48 +381,20 @@ function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string)
   });
 }
 
+/** For tests: loads that built the tokenizer in full, and loads that took a snapshot. */
+export const tokenizerLoadStats = { full: 0, fromSnapshot: 0 };
+
 /**
- * Checks of a tokenizer.json already passed, kept on disk between processes. The vocabulary and
- * merge checks (every id a non-negative integer; both halves of every merge and their join in the
- * vocabulary, as HF requires) took ~50 ms of every load of a GPT-2 tokenizer (50k merges, 150k
- * lookups), about a quarter of it. An entry says that the file whose text has this fingerprint
- * passed them, and its largest id; a changed file has another fingerprint and is checked again.
- * Entries are checksummed (edit/hash.ts: writeJsonCache); a damaged one is checked again.
+ * Tokenizer.fingerprint over the given file bytes or texts, with the library version (a new
+ * release may encode differently). Bytes are hashed as read: hashing the 3.5 MB of GPT-2's
+ * tokenizer.json as a decoded string cost ~10 ms more.
  */
-interface CheckedEntry {
-  fingerprint: string;
-  maxId: number;
-}
-
-/** For tests: loads whose checks ran, and loads that took an earlier pass from the cache. */
-export const tokenizerCheckStats = { checked: 0, reused: 0 };
-
-function checkedFile(fingerprint: string): string {
-  return join(cacheRoot(), 'tokenizers', `${fingerprint.slice(0, 32)}.json`);
-}
-
-/** The vocabulary and merges as the library takes them, when this file passed the checks before. */
-function checkedBefore(fingerprint: string, model: JsonObject): { vocab: Record<string, number>; maxId: number; merges: string[] | [string, string][] } | null {
-  const file = checkedFile(fingerprint);
-  const e = readJsonCache<CheckedEntry>(file);
-  if (!e) return null;
-  if (e.fingerprint !== fingerprint || !Number.isSafeInteger(e.maxId) || e.maxId < 0) return damagedCache(file, 'it does not fit the tokenizer file');
-  if (!isRecord(model.vocab) || !Array.isArray(model.merges)) return null;
-  return { vocab: model.vocab as Record<string, number>, maxId: e.maxId, merges: model.merges as string[] | [string, string][] };
-}
-
-function rememberChecked(fingerprint: string, maxId: number): void {
-  try {
-    writeJsonCache(checkedFile(fingerprint), { fingerprint, maxId } satisfies CheckedEntry);
-  } catch {
-    /* a read-only cache folder: checked again next time */
-  }
-}
-
-/** Tokenizer.fingerprint over the given texts, with the library version (a new release may encode differently). */
-function fingerprintOf(texts: string[]): string {
+function fingerprintOf(parts: Array<string | Buffer>): string {
   const h = crypto.createHash('sha256').update(`${TOKENIZER_LIBRARY}\u0000`);
-  for (const t of texts) h.update(`${t.length}\u0000`).update(t, 'utf8');
+  for (const t of parts) {
+    const b = typeof t === 'string' ? Buffer.from(t, 'utf8') : t;
+    h.update(`${b.length}\u0000`).update(b);
+  }
   return h.digest('hex');
 }
 
