@@ -3,6 +3,7 @@
  * embeddings, or a number) and the standard-normal values, seeded so every run of one trace
  * sees the same noise.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -13,28 +14,90 @@ import { readRegularText } from '../util/files.js';
 import { tidyData } from '../util/scope.js';
 import { heapView } from '../runtime/native/matmul-kernel.js';
 import { encodeAll } from '../tokenizer/encode-cache.js';
+import { cacheRoot, readJsonCache, writeJsonCache } from '../edit/hash.js';
 
-/** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
-export function modelSubjects(dir: string): { subjects: string[]; source: string } | null {
-  const facts = path.join(dir, 'facts.jsonl');
-  if (fs.existsSync(facts)) {
-    const subjects: string[] = [];
-    readRegularText(facts)
-      .split('\n')
-      .forEach((line) => {
-        if (!line.trim()) return;
-        const rec = JSON.parse(line) as { subject?: unknown };
-        if (typeof rec.subject === 'string') subjects.push(rec.subject);
-      });
-    // Each distinct subject once (the reference set is the subjects, not the fact lines).
-    return { subjects: [...new Set(subjects)], source: `facts.jsonl of ${path.basename(dir)}` };
-  }
-  const list = path.join(dir, 'subjects.txt');
-  if (fs.existsSync(list)) {
-    const subjects = readRegularText(list).split('\n').map((s) => s.trim()).filter(Boolean);
-    return { subjects: [...new Set(subjects)], source: `subjects.txt of ${path.basename(dir)}` };
+/** The subject-set file a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
+function subjectFile(dir: string): { file: string; kind: 'facts.jsonl' | 'subjects.txt' } | null {
+  for (const kind of ['facts.jsonl', 'subjects.txt'] as const) {
+    const file = path.join(dir, kind);
+    if (fs.existsSync(file)) return { file, kind };
   }
   return null;
+}
+
+/** The subject set a model folder ships: `facts.jsonl` ({subject}) or `subjects.txt` (one a line). */
+export function modelSubjects(dir: string, text?: string): { subjects: string[]; source: string } | null {
+  const found = subjectFile(dir);
+  if (!found) return null;
+  const body = text ?? readRegularText(found.file);
+  let subjects: string[];
+  if (found.kind === 'facts.jsonl') {
+    subjects = [];
+    body.split('\n').forEach((line) => {
+      if (!line.trim()) return;
+      const rec = JSON.parse(line) as { subject?: unknown };
+      if (typeof rec.subject === 'string') subjects.push(rec.subject);
+    });
+  } else {
+    subjects = body.split('\n').map((s) => s.trim()).filter(Boolean);
+  }
+  // Each distinct subject once (the reference set is the subjects, not the fact lines).
+  return { subjects: [...new Set(subjects)], source: `${found.kind} of ${path.basename(dir)}` };
+}
+
+/**
+ * The folder's 3σ scale, kept on disk between processes. Working it out took ~25 ms of every CLI
+ * trace (parse 5,604 fact lines, their subjects' tokens, two float64 passes over their embedding
+ * rows), and it depends only on the subject file's bytes, the tokenizer (its fingerprint) and the
+ * token embeddings, which no edit changes (ROME, MEMIT and FT change MLP weights). The embeddings
+ * are named by the checkpoint files' identity (size, mtime, ctime, inode: what `make` and git's
+ * index trust; the file-hash memo trusts less), not by a hash of 38+ MB. Null where there is no
+ * subject file or no fingerprint.
+ */
+function folderScaleKey(model: LoadedModel): { key: string; text: string } | null {
+  const found = subjectFile(model.dir);
+  const fingerprint = model.tokenizer.fingerprint;
+  if (!found || !fingerprint) return null;
+  let bytes: Buffer;
+  const files: string[] = [];
+  try {
+    bytes = fs.readFileSync(found.file);
+    for (const name of fs.readdirSync(model.dir).filter((n) => n.endsWith('.safetensors')).sort()) {
+      const st = fs.statSync(path.join(model.dir, name));
+      files.push(`${name}\u0000${st.size}\u0000${st.mtimeMs}\u0000${st.ctimeMs}\u0000${st.ino}`);
+    }
+  } catch {
+    return null;
+  }
+  if (files.length === 0) return null;
+  const key = crypto
+    .createHash('sha256')
+    .update(`factlens-3sigma 1\u0000${fingerprint}\u0000${files.join('\u0001')}\u0000`)
+    .update(bytes)
+    .digest('hex');
+  return { key, text: bytes.toString('utf8') };
+}
+
+interface ScaleEntry {
+  key: string;
+  scale: number;
+  source: string;
+}
+
+const scaleFile = (key: string) => path.join(cacheRoot(), 'noise-scale', `${key.slice(0, 32)}.json`);
+
+function readFolderScale(key: string): { scale: number; source: string } | null {
+  const e = readJsonCache<ScaleEntry>(scaleFile(key));
+  if (!e || e.key !== key || !(typeof e.scale === 'number' && e.scale > 0 && Number.isFinite(e.scale)) || typeof e.source !== 'string') return null;
+  return { scale: e.scale, source: e.source };
+}
+
+function writeFolderScale(key: string, v: { scale: number; source: string }): void {
+  try {
+    writeJsonCache(scaleFile(key), { key, ...v } satisfies ScaleEntry);
+  } catch {
+    /* a read-only cache folder: worked out again next time */
+  }
 }
 
 const scaleCache = new WeakMap<LoadedModel, Map<string, { scale: number; source: string }>>();
@@ -67,11 +130,18 @@ export async function threeSigmaAsync(model: LoadedModel, subjects?: string[]): 
   }
 }
 
+/** The memo key of the model folder's own subject set (given subjects key on their texts). */
+const FOLDER_SET = '\u0001folder';
+
 function sigmaPlan(model: LoadedModel, subjects?: string[]) {
-  const set = subjects ? { subjects, source: `${subjects.length} given subjects` } : modelSubjects(model.dir);
-  const key = set ? set.subjects.join('\u0000') : '*';
   const memo = scaleCache.get(model) ?? new Map<string, { scale: number; source: string }>();
   scaleCache.set(model, memo);
+  // The folder's set: from memory, else from disk (folderScaleKey), else worked out below.
+  const folder = subjects || memo.has(FOLDER_SET) ? null : folderScaleKey(model);
+  const onDisk = folder && readFolderScale(folder.key);
+  if (onDisk) memo.set(FOLDER_SET, onDisk);
+  const set = subjects ? { subjects, source: `${subjects.length} given subjects` } : memo.has(FOLDER_SET) ? null : modelSubjects(model.dir, folder?.text);
+  const key = subjects ? subjects.join('\u0000') : FOLDER_SET;
   const withSubjects = !!set && set.subjects.length > 0;
   // Each subject alone; from the encoding cache after the first process (encode-cache.ts).
   const subjectIds = (): number[] => encodeAll(model.tokenizer, set!.subjects).flat();
@@ -84,6 +154,7 @@ function sigmaPlan(model: LoadedModel, subjects?: string[]) {
       ? { scale, source: `3σ of the token embeddings of ${set!.subjects.length} subjects (${set!.source})` }
       : { scale, source: '3σ of all token embeddings (the model folder has no subject set)' };
     memo.set(key, result);
+    if (folder && withSubjects) writeFolderScale(folder.key, result);
     return result;
   };
   const finish = (values: Float32Array) => done(3 * std(values));
