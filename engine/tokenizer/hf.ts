@@ -8,7 +8,7 @@
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { FactLensError } from '../errors.js';
 import type { Tokenizer } from './types.js';
-import { bpeTables, type BpeTables, type Snapshot } from './snapshot.js';
+import { bpeTables, type BuiltTables, type Snapshot } from './snapshot.js';
 
 /**
  * The library and version package-lock.json installs (its package.json is not importable: the
@@ -131,7 +131,7 @@ function newHf(json: TokenizerJson, source: string): HfTokenizer {
  * Wraps a validated tokenizer.json object. Throws BAD_TOKENIZER if the library rejects it.
  * `keep` receives the library's lookup tables as built, for a snapshot (snapshot.ts).
  */
-export function createTokenizer(json: TokenizerJson, meta: TokenizerMeta, keep?: (tables: BpeTables) => void): Tokenizer {
+export function createTokenizer(json: TokenizerJson, meta: TokenizerMeta, keep?: (tables: BuiltTables) => void): Tokenizer {
   const hf = newHf(json, meta.source);
   const tables = keep && bpeTables(hf.model);
   if (tables) keep(tables);

@@ -15,7 +15,7 @@ import { FactLensError } from '../errors.js';
 import { createTokenizer, tokenizerFromSnapshot, TOKENIZER_LIBRARY, type AddedTokenJson, type TokenizerJson } from './hf.js';
 import type { Tokenizer } from './types.js';
 import { readRegularFile, jsonErrorMessage } from '../util/files.js';
-import { readSnapshot, writeSnapshot } from './snapshot.js';
+import { readSnapshot, writeSnapshot, type Lookup } from './snapshot.js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -250,11 +250,11 @@ function eosContent(cfg: SideConfigs): string {
   return tokenContent(cfg.tokenizerConfig?.eos_token) ?? tokenContent(cfg.specialTokensMap?.eos_token) ?? DEFAULT_SPECIAL;
 }
 
-function lookupId(content: string, added: AddedTokenJson[], vocab: Record<string, number> | Map<string, number>): number | null {
+function lookupId(content: string, added: AddedTokenJson[], vocab: Record<string, number> | Lookup): number | null {
   const a = added.find((t) => t.content === content);
   if (a) return a.id;
-  if (vocab instanceof Map) return vocab.get(content) ?? null;
-  return Object.hasOwn(vocab, content) ? vocab[content] : null;
+  if (typeof vocab.get === 'function' && typeof vocab.has === 'function') return (vocab as Lookup).get(content) ?? null;
+  return Object.hasOwn(vocab, content) ? (vocab as Record<string, number>)[content] : null;
 }
 
 function loadFromTokenizerJson(dir: string, file: string): Tokenizer {

@@ -5,21 +5,26 @@
  * (a third of a `factlens trace`): JSON.parse of the 3.5 MB tokenizer.json, a Map of its
  * 50k-key vocabulary object, the id → token array, and a Map of 50k merge ranks keyed by
  * `JSON.stringify([a, b])`. These tables depend only on the file's bytes and the library's
- * version (Tokenizer.fingerprint), so after a full load they are written out as they are in
- * the library (a snapshot, not a re-derivation: whatever the library made of the file is what
- * comes back) and later loads build the library's Tokenizer from the small rest of the file and
- * put the tables back in place: ~30 ms.
+ * version (Tokenizer.fingerprint), so after a full load they are written out as the library
+ * built them (a snapshot, not a re-derivation: whatever the library made of the file is what
+ * comes back), and later loads build the library's Tokenizer from the small rest of the file and
+ * put read-only views of the tables in place of the empty ones.
  *
- * The format is binary: a JSON header (the file minus model.vocab / model.merges, counts),
- * Int32 arrays of ids and ranks, UTF-16 end offsets, and the strings as one UTF-16LE blob
- * (UTF-16 keeps any JS string exactly, lone surrogates included, and decodes with a copy).
- * A SHA-256 of everything after it follows the magic line; an entry that fails it, or does not
- * fit, is named in a warning and rebuilt (edit/hash.ts: damagedCache).
+ * The views read the file as it is: open-addressing hash tables (Int32 slots, FNV-1a over
+ * UTF-16 code units) whose keys are compared against one UTF-16 string of all the table's
+ * strings, and an id → token array whose entries are cut from it on first use. Rebuilding 100k
+ * Map entries and 150k strings instead cost ~35 ms and two young-generation collections that
+ * copied them (~13 ms); the views cost a read, a checksum and one string.
+ *
+ * The format: a magic line, a SHA-256 of the rest, a JSON header (the file minus model.vocab /
+ * model.merges, counts, table sizes), Int32 sections and the strings as UTF-16LE (which keeps
+ * any JS string exactly, lone surrogates included). An entry that fails the checksum or does not
+ * fit is named in a warning and rebuilt (edit/hash.ts: damagedCache).
  *
  * The fields put back (BPE's tokens_to_ids, vocab, bpe_ranks, unk_token_id) are the library's
- * internals: TOKENIZER_LIBRARY pins the version inside every fingerprint, the fields' types are
- * checked before use (else the full load runs), and test/tokenizer-snapshot.test.ts compares a
- * snapshot load with a full one token for token.
+ * internals, used only through get / has / set and indexing: TOKENIZER_LIBRARY pins the version
+ * inside every fingerprint, the fields' types are checked before use (else the full load runs),
+ * and test/tokenizer-snapshot.test.ts compares a snapshot load with a full one token for token.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -28,14 +33,21 @@ import { join } from 'node:path';
 import { cacheRoot, damagedCache, writeAtomic } from '../edit/hash.js';
 import { TOKENIZER_LIBRARY, type TokenizerJson } from './hf.js';
 
-const MAGIC = Buffer.from('factlens-tokenizer-snapshot 1\n', 'latin1');
+const MAGIC = Buffer.from('factlens-tokenizer-snapshot 2\n', 'latin1');
 const SHA_BYTES = 32;
+
+/** The part of a Map the library calls on its lookup tables. */
+export interface Lookup {
+  get(key: string): number | undefined;
+  has(key: string): boolean;
+  set(key: string, value: number): unknown;
+}
 
 /** The BPE model fields of `@huggingface/tokenizers` the snapshot holds. */
 export interface BpeTables {
-  tokens_to_ids: Map<string, number>;
+  tokens_to_ids: Lookup;
   vocab: Array<string | undefined>;
-  bpe_ranks: Map<string, number>;
+  bpe_ranks: Lookup;
   unk_token_id: number | undefined;
 }
 
@@ -52,17 +64,20 @@ interface Header {
   endianness: string;
   maxVocabId: number;
   unkTokenId: number | null;
-  /** Entries of tokens_to_ids, defined entries of vocab, entries of bpe_ranks; vocab's length. */
-  counts: { map: number; vocab: number; ranks: number; vocabLength: number };
+  /** Entries of tokens_to_ids and of bpe_ranks, their hash tables' slot counts, vocab's length. */
+  counts: { map: number; ranks: number; mapSlots: number; rankSlots: number; vocabLength: number };
   rest: TokenizerJson;
 }
 
-/** The library's tables, when the model has the fields a snapshot holds (else null: no snapshot). */
-export function bpeTables(model: unknown): BpeTables | null {
+/** The tables as the library builds them: real Maps. */
+export type BuiltTables = BpeTables & { tokens_to_ids: Map<string, number>; bpe_ranks: Map<string, number> };
+
+/** The library's freshly built tables, or null when the model lacks them (no snapshot). */
+export function bpeTables(model: unknown): BuiltTables | null {
   const m = model as Partial<BpeTables> | null;
   if (!m || !(m.tokens_to_ids instanceof Map) || !Array.isArray(m.vocab) || !(m.bpe_ranks instanceof Map)) return null;
   if (m.unk_token_id !== undefined && typeof m.unk_token_id !== 'number') return null;
-  return m as BpeTables;
+  return m as BuiltTables;
 }
 
 /** The tokenizer.json object without its vocabulary and merges: what the library is built from. */
@@ -74,41 +89,63 @@ export function snapshotFile(fingerprint: string): string {
   return join(cacheRoot(), 'tokenizers', `${fingerprint.slice(0, 32)}.bin`);
 }
 
-function int32Bytes(values: ArrayLike<number>): Buffer {
-  const a = Int32Array.from(values as ArrayLike<number>);
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+/** FNV-1a over the UTF-16 code units of s[from, to). */
+function fnv(s: string, from: number, to: number): number {
+  let h = 0x811c9dc5;
+  for (let i = from; i < to; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
 }
 
+/** Slots for n keys: a power of two at least twice n (probe chains stay short). */
+function slotCount(n: number): number {
+  let s = 8;
+  while (s < 2 * n) s *= 2;
+  return s;
+}
+
+/** The open-addressing table of keys[0..n) (slot → 1 + key index, 0 = empty), hashed as lookups hash. */
+function hashTable(keys: string[]): Int32Array {
+  const slots = new Int32Array(slotCount(keys.length));
+  const mask = slots.length - 1;
+  keys.forEach((k, i) => {
+    let at = fnv(k, 0, k.length) & mask;
+    while (slots[at] !== 0) at = (at + 1) & mask;
+    slots[at] = i + 1;
+  });
+  return slots;
+}
+
+const words = (a: Int32Array | Uint32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
 /** Writes the snapshot of a tokenizer built from `json` (a read-only cache folder: skipped). */
-export function writeSnapshot(fingerprint: string, json: TokenizerJson, maxVocabId: number, t: BpeTables): void {
-  const strings: string[] = [];
-  const mapIds: number[] = [];
-  for (const [k, id] of t.tokens_to_ids) {
-    strings.push(k);
-    mapIds.push(id);
-  }
-  const vocabIdx: number[] = [];
-  for (let i = 0; i < t.vocab.length; i++) {
-    const s = t.vocab[i];
-    if (s === undefined) continue;
-    strings.push(s);
-    vocabIdx.push(i);
-  }
-  const ranks: number[] = [];
-  for (const [k, r] of t.bpe_ranks) {
-    strings.push(k);
-    ranks.push(r);
-  }
+export function writeSnapshot(fingerprint: string, json: TokenizerJson, maxVocabId: number, t: BuiltTables): void {
+  const mapKeys = [...t.tokens_to_ids.keys()];
+  const rankKeys = [...t.bpe_ranks.keys()];
+  // Strings: the map's keys, the ranks' keys, then vocab entries that are not a map key.
+  const strings = [...mapKeys, ...rankKeys];
+  const index = new Map(mapKeys.map((k, i) => [k, i]));
+  const vocabStr = new Int32Array(t.vocab.length).fill(-1);
+  t.vocab.forEach((s, id) => {
+    if (s === undefined) return;
+    let at = index.get(s);
+    if (at === undefined) {
+      at = strings.push(s) - 1;
+      index.set(s, at);
+    }
+    vocabStr[id] = at;
+  });
   const ends = new Uint32Array(strings.length);
   let end = 0;
   strings.forEach((s, i) => (ends[i] = end += s.length));
+  const mapSlots = hashTable(mapKeys);
+  const rankSlots = hashTable(rankKeys);
   const header: Header = {
     fingerprint,
     library: TOKENIZER_LIBRARY,
     endianness: os.endianness(),
     maxVocabId,
     unkTokenId: t.unk_token_id ?? null,
-    counts: { map: mapIds.length, vocab: vocabIdx.length, ranks: ranks.length, vocabLength: t.vocab.length },
+    counts: { map: mapKeys.length, ranks: rankKeys.length, mapSlots: mapSlots.length, rankSlots: rankSlots.length, vocabLength: t.vocab.length },
     rest: withoutTables(json),
   };
   let headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
@@ -119,10 +156,13 @@ export function writeSnapshot(fingerprint: string, json: TokenizerJson, maxVocab
   const body = [
     len,
     headerBytes,
-    int32Bytes(mapIds),
-    int32Bytes(vocabIdx),
-    int32Bytes(ranks),
-    Buffer.from(ends.buffer, ends.byteOffset, ends.byteLength),
+    words(Int32Array.from(mapKeys, (k) => t.tokens_to_ids.get(k)!)),
+    words(mapSlots),
+    words(Int32Array.from(rankKeys, (k) => t.bpe_ranks.get(k)!)),
+    words(rankSlots),
+    words(vocabStr),
+    words(Uint32Array.from([strings.length])),
+    words(ends),
     Buffer.from(strings.join(''), 'utf16le'),
   ];
   const sha = crypto.createHash('sha256');
@@ -132,6 +172,72 @@ export function writeSnapshot(fingerprint: string, json: TokenizerJson, maxVocab
   } catch {
     /* a read-only cache folder: built in full next time */
   }
+}
+
+/** The snapshot's strings: one UTF-16 string and each string's end in it. */
+class Strings {
+  constructor(
+    private readonly all: string,
+    private readonly ends: Uint32Array,
+  ) {}
+  at(i: number): string {
+    return this.all.slice(i === 0 ? 0 : this.ends[i - 1], this.ends[i]);
+  }
+  /** Whether string i is `key`, without cutting it out. */
+  is(i: number, key: string): boolean {
+    const from = i === 0 ? 0 : this.ends[i - 1];
+    if (this.ends[i] - from !== key.length) return false;
+    for (let k = 0; k < key.length; k++) if (this.all.charCodeAt(from + k) !== key.charCodeAt(k)) return false;
+    return true;
+  }
+}
+
+/**
+ * A read-only hash table of the snapshot (keys: strings [base, base + n)), plus a Map for keys
+ * set later (the library sets none after its constructor; kept so `set` means what it says).
+ */
+class TableLookup implements Lookup {
+  private readonly added = new Map<string, number>();
+  constructor(
+    private readonly strings: Strings,
+    private readonly base: number,
+    private readonly slots: Int32Array,
+    private readonly values: Int32Array,
+  ) {}
+  get(key: string): number | undefined {
+    const extra = this.added.get(key);
+    if (extra !== undefined) return extra;
+    const mask = this.slots.length - 1;
+    for (let at = fnv(key, 0, key.length) & mask; ; at = (at + 1) & mask) {
+      const e = this.slots[at];
+      if (e === 0) return undefined;
+      if (this.strings.is(this.base + e - 1, key)) return this.values[e - 1];
+    }
+  }
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+  set(key: string, value: number): this {
+    this.added.set(key, value);
+    return this;
+  }
+}
+
+/** id → token, each entry cut from the snapshot's strings when first read. */
+function lazyVocab(strings: Strings, vocabStr: Int32Array): Array<string | undefined> {
+  const cut: Array<string | undefined> = new Array(vocabStr.length);
+  return new Proxy(cut, {
+    get(target, prop, receiver) {
+      if (typeof prop === 'string') {
+        const id = prop.length > 0 && prop.length < 10 && prop.charCodeAt(0) >= 48 && prop.charCodeAt(0) <= 57 ? Number(prop) : NaN;
+        if (Number.isInteger(id) && id >= 0 && id < vocabStr.length && String(id) === prop) {
+          if (target[id] === undefined && vocabStr[id] >= 0) target[id] = strings.at(vocabStr[id]);
+          return target[id];
+        }
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  });
 }
 
 /** n 32-bit words at `offset`: a view where the bytes are aligned (large reads get their own ArrayBuffer), else a copy. */
@@ -154,9 +260,8 @@ export function readSnapshot(fingerprint: string): Snapshot | null {
   }
   const bad = (why: string) => damagedCache(file, why);
   const start = MAGIC.length + SHA_BYTES;
-  if (buf.length < start + 4 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return bad('not a tokenizer snapshot');
-  const want = buf.subarray(MAGIC.length, start);
-  if (!crypto.createHash('sha256').update(buf.subarray(start)).digest().equals(want)) return bad('checksum mismatch');
+  if (buf.length < start + 4 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return bad('not a tokenizer snapshot of this version');
+  if (!crypto.createHash('sha256').update(buf.subarray(start)).digest().equals(buf.subarray(MAGIC.length, start))) return bad('checksum mismatch');
   const headerLen = buf.readUInt32LE(start);
   let h: Header;
   try {
@@ -166,43 +271,60 @@ export function readSnapshot(fingerprint: string): Snapshot | null {
   }
   const c = h.counts;
   const ints = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
-  if (h.fingerprint !== fingerprint || h.library !== TOKENIZER_LIBRARY || !ints(h.maxVocabId) || !c || ![c.map, c.vocab, c.ranks, c.vocabLength].every(ints)) {
+  const pow2 = (x: number) => x >= 8 && (x & (x - 1)) === 0;
+  if (
+    h.fingerprint !== fingerprint ||
+    h.library !== TOKENIZER_LIBRARY ||
+    !ints(h.maxVocabId) ||
+    !c ||
+    ![c.map, c.ranks, c.mapSlots, c.rankSlots, c.vocabLength].every(ints) ||
+    !pow2(c.mapSlots) ||
+    !pow2(c.rankSlots) ||
+    c.mapSlots < 2 * c.map ||
+    c.rankSlots < 2 * c.ranks
+  ) {
     return bad('its header does not fit the tokenizer');
   }
   // Written on another byte order (a shared cache folder): not damaged, just not readable here.
   if (h.endianness !== os.endianness()) return null;
-  const nStrings = c.map + c.vocab + c.ranks;
   let off = start + 4 + headerLen;
-  if (off + 8 * nStrings > buf.length) return bad('it is shorter than its header says');
-  const mapIds = wordsAt(Int32Array, buf, off, c.map);
-  const vocabIdx = wordsAt(Int32Array, buf, (off += 4 * c.map), c.vocab);
-  const ranks = wordsAt(Int32Array, buf, (off += 4 * c.vocab), c.ranks);
-  const ends = wordsAt(Uint32Array, buf, (off += 4 * c.ranks), nStrings);
-  off += 4 * nStrings;
-  const chars = (buf.length - off) / 2;
-  for (let k = 0; k < nStrings; k++) if (ends[k] > chars || (k > 0 && ends[k] < ends[k - 1])) return bad('its strings do not fit their offsets');
-  if (!Number.isInteger(chars) || (nStrings > 0 ? ends[nStrings - 1] : 0) !== chars) return bad('its strings do not fit their offsets');
-  const blob = buf.toString('utf16le', off);
-  let i = 0;
-  let pos = 0;
-  const next = (): string => {
-    const s = blob.slice(pos, ends[i]);
-    pos = ends[i++];
-    return s;
+  const fixedWords = c.map + c.mapSlots + c.ranks + c.rankSlots + c.vocabLength + 1;
+  if (off + 4 * fixedWords > buf.length) return bad('it is shorter than its header says');
+  const take = <T extends Int32Array | Uint32Array>(Kind: { new (b: ArrayBufferLike, o: number, n: number): T }, n: number): T => {
+    const a = wordsAt(Kind, buf, off, n);
+    off += 4 * n;
+    return a;
   };
-  const tokensToIds = new Map<string, number>();
-  for (let k = 0; k < c.map; k++) tokensToIds.set(next(), mapIds[k]);
-  const vocab = new Array<string | undefined>(c.vocabLength);
-  for (let k = 0; k < c.vocab; k++) {
-    const at = vocabIdx[k];
-    if (at < 0 || at >= c.vocabLength) return bad('a vocabulary index is out of range');
-    vocab[at] = next();
+  const mapIds = take(Int32Array, c.map);
+  const mapSlots = take(Int32Array, c.mapSlots);
+  const rankValues = take(Int32Array, c.ranks);
+  const rankSlots = take(Int32Array, c.rankSlots);
+  const vocabStr = take(Int32Array, c.vocabLength);
+  const nStrings = take(Uint32Array, 1)[0];
+  if (nStrings < c.map + c.ranks || off + 4 * nStrings > buf.length) return bad('its string count does not fit');
+  const ends = take(Uint32Array, nStrings);
+  const chars = (buf.length - off) / 2;
+  if (!Number.isInteger(chars) || (nStrings > 0 ? ends[nStrings - 1] : 0) !== chars) return bad('its strings do not fit their offsets');
+  for (let k = 1; k < nStrings; k++) if (ends[k] < ends[k - 1]) return bad('its strings do not fit their offsets');
+  for (const [slots, n] of [[mapSlots, c.map], [rankSlots, c.ranks]] as const) {
+    let used = 0;
+    for (let k = 0; k < slots.length; k++) {
+      if (slots[k] < 0 || slots[k] > n) return bad('a hash slot is out of range');
+      if (slots[k] !== 0) used++;
+    }
+    // Every key in one slot, and the rest empty: a lookup's probe always ends.
+    if (used !== n) return bad('its hash tables do not fit their counts');
   }
-  const bpeRanks = new Map<string, number>();
-  for (let k = 0; k < c.ranks; k++) bpeRanks.set(next(), ranks[k]);
+  for (let k = 0; k < vocabStr.length; k++) if (vocabStr[k] < -1 || vocabStr[k] >= nStrings) return bad('a vocabulary entry is out of range');
+  const strings = new Strings(buf.toString('utf16le', off), ends);
   return {
     rest: h.rest,
     maxVocabId: h.maxVocabId,
-    tables: { tokens_to_ids: tokensToIds, vocab, bpe_ranks: bpeRanks, unk_token_id: h.unkTokenId ?? undefined },
+    tables: {
+      tokens_to_ids: new TableLookup(strings, 0, mapSlots, mapIds),
+      vocab: lazyVocab(strings, vocabStr),
+      bpe_ranks: new TableLookup(strings, c.map, rankSlots, rankValues),
+      unk_token_id: h.unkTokenId ?? undefined,
+    },
   };
 }
