@@ -65,6 +65,29 @@ test('a snapshot load encodes, decodes and sizes exactly as a full load: corpus 
   }
 });
 
+test('vocab.json + merges.txt: a snapshot load equals a full one; a changed side file loads in full', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-tokdir-'));
+  try {
+    for (const f of ['vocab.json', 'merges.txt', 'tokenizer_config.json']) fs.copyFileSync(path.join(defaultModelDir(), f), path.join(dir, f));
+    const { full, snap } = bothWays(dir);
+    const corpus = fs.readFileSync(path.join(defaultModelDir(), 'corpus.txt'), 'utf8').split('\n').slice(0, 1000);
+    assertSame(full, snap, [...TEXTS, ...corpus]);
+    // The same files as tokenizer.json encode the same (tokenizer.test.ts checks the formats agree).
+    assert.deepEqual(snap.encode('The capital of France is'), [464, 3139, 286, 4881, 318]);
+    // A side file is part of the key: a new EOS token is a full load that sees it.
+    fs.writeFileSync(path.join(dir, 'added_tokens.json'), JSON.stringify({ '<|stop|>': 50257 }));
+    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|stop|>' }));
+    const { full: full2 } = tokenizerLoadStats;
+    const changed = loadTokenizer(dir);
+    assert.equal(tokenizerLoadStats.full, full2 + 1);
+    assert.equal(changed.eosId, 50257);
+    assert.notEqual(changed.fingerprint, full.fingerprint);
+    assert.equal(loadTokenizer(dir).eosId, 50257, 'and its snapshot keeps it');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a byte-fallback tokenizer with an unknown token and a lone surrogate round-trips through its snapshot', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-tokdir-'));
   try {

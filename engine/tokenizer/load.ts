@@ -296,11 +296,34 @@ function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
   return createTokenizer(json, meta, (tables) => writeSnapshot(fingerprint, json, maxId, tables));
 }
 
+/** The side files whose contents the vocab.json + merges.txt path reads (added and special tokens, add_prefix_space). */
+const SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'];
+
 function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string): Tokenizer {
   const cfg = readSideConfigs(dir);
-  const { text: vocabText, value: vocabRaw } = readJsonObject(vocabFile);
+  const source = `${vocabFile} + ${mergesFile}`;
+  const vocabBytes = readBytes(vocabFile);
+  const mergesBytes = readBytes(mergesFile);
+  // Every file this path reads decides the tokenizer it builds, so all of them key its snapshot
+  // (a side file that only moves the EOS id costs a snapshot, never a wrong one).
+  const sides = SIDE_FILES.flatMap((name) => {
+    const f = join(dir, name);
+    return isFile(f) ? [`${name}=`, readBytes(f)] : [`${name}-`];
+  });
+  const fingerprint = fingerprintOf([vocabBytes, mergesBytes, ...sides]);
+  const snap = readSnapshot(fingerprint);
+  if (snap) {
+    const eosId = lookupId(eosContent(cfg), snap.rest.added_tokens, snap.tables.tokens_to_ids);
+    const t = tokenizerFromSnapshot(snap, { source, eosId, fingerprint });
+    if (t) {
+      tokenizerLoadStats.fromSnapshot++;
+      return t;
+    }
+  }
+  tokenizerLoadStats.full++;
+  const { text: vocabText, value: vocabRaw } = readJsonObject(vocabFile, vocabBytes);
   const { vocab, maxId } = validateVocab(vocabRaw, vocabFile, undefined, vocabText);
-  const mergesText = readText(mergesFile);
+  const mergesText = textOf(mergesBytes);
   const merges = parseMergesTxt(mergesText, mergesFile, vocab);
 
   // Added tokens, as transformers' GPT2Tokenizer would register them.
@@ -372,13 +395,8 @@ function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string)
       merges,
     },
   };
-  return createTokenizer(json, {
-    source: `${vocabFile} + ${mergesFile}`,
-    eosId: lookupId(eosContent(cfg), addedTokens, vocab),
-    // The two files plus what the side configs contribute to the encoding.
-    fingerprint: fingerprintOf([vocabText, mergesText, JSON.stringify({ addedTokens, addPrefixSpace })]),
-    maxVocabId: maxId,
-  });
+  const meta = { source, eosId: lookupId(eosContent(cfg), addedTokens, vocab), fingerprint, maxVocabId: maxId };
+  return createTokenizer(json, meta, (tables) => writeSnapshot(fingerprint, json, maxId, tables));
 }
 
 /** For tests: loads that built the tokenizer in full, and loads that took a snapshot. */

@@ -4,8 +4,9 @@
  * Building `@huggingface/tokenizers`' BPE model for GPT-2 took 150–220 ms of every CLI run
  * (a third of a `factlens trace`): JSON.parse of the 3.5 MB tokenizer.json, a Map of its
  * 50k-key vocabulary object, the id → token array, and a Map of 50k merge ranks keyed by
- * `JSON.stringify([a, b])`. These tables depend only on the file's bytes and the library's
- * version (Tokenizer.fingerprint), so after a full load they are written out as the library
+ * `JSON.stringify([a, b])`. These tables depend only on the files' bytes (tokenizer.json, or
+ * vocab.json + merges.txt with their side files) and the library's version
+ * (Tokenizer.fingerprint), so after a full load they are written out as the library
  * built them (a snapshot, not a re-derivation: whatever the library made of the file is what
  * comes back), and later loads build the library's Tokenizer from the small rest of the file and
  * put read-only views of the tables in place of the empty ones.
