@@ -257,21 +257,29 @@ function lookupId(content: string, added: AddedTokenJson[], vocab: Record<string
   return Object.hasOwn(vocab, content) ? (vocab as Record<string, number>)[content] : null;
 }
 
+/**
+ * The tokenizer of an earlier full load's snapshot (snapshot.ts), or null: the caller loads in
+ * full. Counts the load either way (tokenizerLoadStats).
+ */
+function fromSnapshot(fingerprint: string, cfg: SideConfigs, source: string): Tokenizer | null {
+  const snap = readSnapshot(fingerprint);
+  let t: Tokenizer | null = null;
+  if (snap) {
+    const eosId = lookupId(eosContent(cfg), snap.rest.added_tokens, snap.tables.tokens_to_ids);
+    t = tokenizerFromSnapshot(snap, { source, eosId, fingerprint });
+  }
+  if (t) tokenizerLoadStats.fromSnapshot++;
+  else tokenizerLoadStats.full++;
+  return t;
+}
+
 function loadFromTokenizerJson(dir: string, file: string): Tokenizer {
   const cfg = readSideConfigs(dir); // small files first, so their errors come without parsing megabytes
   const bytes = readBytes(file);
   const fingerprint = fingerprintOf([bytes]);
   // A file loaded before comes back from its snapshot (snapshot.ts): no parse, no checks.
-  const snap = readSnapshot(fingerprint);
-  if (snap) {
-    const eosId = lookupId(eosContent(cfg), snap.rest.added_tokens, snap.tables.tokens_to_ids);
-    const t = tokenizerFromSnapshot(snap, { source: file, eosId, fingerprint });
-    if (t) {
-      tokenizerLoadStats.fromSnapshot++;
-      return t;
-    }
-  }
-  tokenizerLoadStats.full++;
+  const saved = fromSnapshot(fingerprint, cfg, file);
+  if (saved) return saved;
   const { value: raw } = readJsonObject(file, bytes);
   const model = raw.model;
   if (!isRecord(model)) throw bad(`${file}: missing "model" object`, { file, field: 'model' });
@@ -311,16 +319,8 @@ function loadFromVocabMerges(dir: string, vocabFile: string, mergesFile: string)
     return isFile(f) ? [`${name}=`, readBytes(f)] : [`${name}-`];
   });
   const fingerprint = fingerprintOf([vocabBytes, mergesBytes, ...sides]);
-  const snap = readSnapshot(fingerprint);
-  if (snap) {
-    const eosId = lookupId(eosContent(cfg), snap.rest.added_tokens, snap.tables.tokens_to_ids);
-    const t = tokenizerFromSnapshot(snap, { source, eosId, fingerprint });
-    if (t) {
-      tokenizerLoadStats.fromSnapshot++;
-      return t;
-    }
-  }
-  tokenizerLoadStats.full++;
+  const saved = fromSnapshot(fingerprint, cfg, source);
+  if (saved) return saved;
   const { text: vocabText, value: vocabRaw } = readJsonObject(vocabFile, vocabBytes);
   const { vocab, maxId } = validateVocab(vocabRaw, vocabFile, undefined, vocabText);
   const mergesText = textOf(mergesBytes);

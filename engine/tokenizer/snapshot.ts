@@ -82,18 +82,18 @@ export function bpeTables(model: unknown): BuiltTables | null {
 }
 
 /** The tokenizer.json object without its vocabulary and merges: what the library is built from. */
-export function withoutTables(json: TokenizerJson): TokenizerJson {
+function withoutTables(json: TokenizerJson): TokenizerJson {
   return { ...json, model: { ...json.model, vocab: {}, merges: [] } };
 }
 
-export function snapshotFile(fingerprint: string): string {
+function snapshotFile(fingerprint: string): string {
   return join(cacheRoot(), 'tokenizers', `${fingerprint.slice(0, 32)}.bin`);
 }
 
-/** FNV-1a over the UTF-16 code units of s[from, to). */
-function fnv(s: string, from: number, to: number): number {
+/** FNV-1a over the UTF-16 code units of s. */
+function fnv(s: string): number {
   let h = 0x811c9dc5;
-  for (let i = from; i < to; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return h >>> 0;
 }
 
@@ -109,7 +109,7 @@ function hashTable(keys: string[]): Int32Array {
   const slots = new Int32Array(slotCount(keys.length));
   const mask = slots.length - 1;
   keys.forEach((k, i) => {
-    let at = fnv(k, 0, k.length) & mask;
+    let at = fnv(k) & mask;
     while (slots[at] !== 0) at = (at + 1) & mask;
     slots[at] = i + 1;
   });
@@ -209,7 +209,7 @@ class TableLookup implements Lookup {
     const extra = this.added.get(key);
     if (extra !== undefined) return extra;
     const mask = this.slots.length - 1;
-    for (let at = fnv(key, 0, key.length) & mask; ; at = (at + 1) & mask) {
+    for (let at = fnv(key) & mask; ; at = (at + 1) & mask) {
       const e = this.slots[at];
       if (e === 0) return undefined;
       if (this.strings.is(this.base + e - 1, key)) return this.values[e - 1];

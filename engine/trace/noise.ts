@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { FactLensError } from '../errors.js';
 import type { LoadedModel } from '../model/load.js';
 import { Rng } from '../util/rng.js';
-import { readRegularText } from '../util/files.js';
+import { readRegularFile, readRegularText } from '../util/files.js';
 import { tidyData } from '../util/scope.js';
 import { heapView } from '../runtime/native/matmul-kernel.js';
 import { encodeAll } from '../tokenizer/encode-cache.js';
@@ -61,7 +61,7 @@ function folderScaleKey(model: LoadedModel): { key: string; text: string } | nul
   let bytes: Buffer;
   const files: string[] = [];
   try {
-    bytes = fs.readFileSync(found.file);
+    bytes = readRegularFile(found.file); // never a FIFO (util/files.ts); modelSubjects reports what it is
     for (const name of fs.readdirSync(model.dir).filter((n) => n.endsWith('.safetensors')).sort()) {
       const st = fs.statSync(path.join(model.dir, name));
       files.push(`${name}\u0000${st.size}\u0000${st.mtimeMs}\u0000${st.ctimeMs}\u0000${st.ino}`);
