@@ -12,6 +12,7 @@ import { nativeMatMulInstalled, nativeStats } from '../engine/runtime/native/mat
 import { Rng } from '../engine/util/rng.js';
 import { nativeBiasGeluNew, nativeLayerNorm, nativeLinear } from '../engine/runtime/native/forward-ops.js';
 import { activation, norm } from '../engine/runtime/decoder-forward.js';
+import { NativeGraph, ortTensor } from '../engine/runtime/native/ort.js';
 import { tidyData } from '../engine/util/scope.js';
 import { maxAbsDiff } from './helpers/golden.js';
 
@@ -53,6 +54,27 @@ for (const c of CASES) {
     assert.ok(maxAbsDiff(native, wasm) <= 1e-5 * scale, `max diff ${maxAbsDiff(native, wasm)} (scale ${scale})`);
   });
 }
+
+test('a preallocated output is written in place, and what the binding hands back is a copy (runInPlace reads nothing back)', { skip }, () => {
+  const g = new NativeGraph([{ op: 'Relu', inputs: ['x'], outputs: ['y'] }], [{ name: 'x', type: 'float32', shape: ['n'] }], [{ name: 'y', type: 'float32', shape: ['n'] }]);
+  try {
+    const x = Float32Array.from({ length: 4096 }, (_, i) => i - 2048);
+    // A view into a larger buffer, as the engine's views of the WASM heap are.
+    const backing = new Float32Array(3 * 4096).fill(-7);
+    const y = backing.subarray(4096, 2 * 4096);
+    const res = g.run({ x: ortTensor('float32', x, [4096]) }, { y: ortTensor('float32', y, [4096]) });
+    assert.deepEqual(Array.from(y), Array.from(x, (v) => Math.max(0, v)), 'onnxruntime wrote the result into the view');
+    assert.equal(backing[4095], -7, 'nothing before the view was touched');
+    assert.equal(backing[2 * 4096], -7, 'nothing after it either');
+    const got = res.y.data as Float32Array;
+    assert.notEqual(got.buffer, backing.buffer, 'the returned tensor is a copy in its own buffer');
+    y.fill(0);
+    g.runInPlace({ x: ortTensor('float32', x, [4096]) }, { y: ortTensor('float32', y, [4096]) });
+    assert.equal(y[4095], 2047);
+  } finally {
+    g.dispose();
+  }
+});
 
 test('gradients through native products match the WASM backend', { skip }, async () => {
   const f = (x: tf.Tensor) => {

@@ -348,14 +348,9 @@ function segmentKernel({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoM
       feeds[name] = ortTensor('float32', heapView(be, t), graphDims(t.shape, segment.rank[name]));
     }
   }
-  const views = outs.map((o) => heapView(be, o));
   const fetches: Record<string, OrtTensor> = {};
-  segment.outputs.forEach((name, i) => (fetches[name] = ortTensor('float32', views[i], graphDims(shapes[name], segment.rank[name]))));
-  const res = segment.graph.run(feeds, fetches, threads);
-  segment.outputs.forEach((name, i) => {
-    const got = res[name].data as Float32Array;
-    if (got.buffer !== views[i].buffer || got.byteOffset !== views[i].byteOffset) views[i].set(got);
-  });
+  segment.outputs.forEach((name, i) => (fetches[name] = ortTensor('float32', heapView(be, outs[i]), graphDims(shapes[name], segment.rank[name]))));
+  segment.graph.runInPlace(feeds, fetches, threads);
   nativeBlockStats.graphRuns++;
   return outs;
 }

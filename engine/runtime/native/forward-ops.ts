@@ -38,9 +38,7 @@ function runInPlace(backend: WasmBackendLike, g: NativeGraph, inputs: Record<str
   const y = heapView(backend, out);
   const feeds: Record<string, ReturnType<typeof ortTensor>> = {};
   for (const [name, [t, dims]] of Object.entries(inputs)) feeds[name] = ortTensor('float32', heapView(backend, t), dims);
-  const res = g.run(feeds, { y: ortTensor('float32', y, [tf.util.sizeFromShape(shape) / shape[shape.length - 1], shape[shape.length - 1]]) }, threads);
-  const got = res.y.data as Float32Array;
-  if (got.buffer !== y.buffer || got.byteOffset !== y.byteOffset) y.set(got);
+  g.runInPlace(feeds, { y: ortTensor('float32', y, [tf.util.sizeFromShape(shape) / shape[shape.length - 1], shape[shape.length - 1]]) }, threads);
   return out;
 }
 

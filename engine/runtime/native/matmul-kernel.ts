@@ -97,14 +97,11 @@ function nativeBatchMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: unkno
   const out = backend.makeOutput(outShape, 'float32');
   // Views after the output's allocation: a heap growth would have detached earlier ones.
   const y = heapView(backend, out);
-  const res = productGraph(ra, rb, transposeA, transposeB).run(
+  productGraph(ra, rb, transposeA, transposeB).runInPlace(
     { a: ortTensor('float32', heapView(backend, a), a.shape), b: ortTensor('float32', heapView(backend, b), b.shape) },
     { y: ortTensor('float32', y, outShape) },
     threadsForFlops(flops),
   );
-  // The binding writes into the preallocated view; copy only if a build hands back its own buffer.
-  const got = res.y.data as Float32Array;
-  if (got.buffer !== y.buffer || got.byteOffset !== y.byteOffset) y.set(got);
   nativeStats.calls++;
   nativeStats.flops += flops;
   return out;

@@ -173,6 +173,16 @@ export class NativeGraph {
     return this.session(threads).run(feeds, into, {});
   }
 
+  /**
+   * Runs synchronously, writing every output into the preallocated view `into` gives it.
+   * onnxruntime writes such outputs in place; the binding (1.30) then also hands back a copy of
+   * each in a fresh ArrayBuffer (test/native.test.ts checks both), which is dropped here unread:
+   * copying it back, as this code once did, was a second pass over every output.
+   */
+  runInPlace(feeds: Record<string, OrtTensor>, into: Record<string, OrtTensor>, threads = 1): void {
+    this.session(threads).run(feeds, into, {});
+  }
+
   dispose(): void {
     for (const s of this.sessions.values()) {
       endProfile(s);
