@@ -80,7 +80,11 @@ test('fused vocabulary loss = op-by-op loss on tinyworld’s unembedding (50,257
   // The same through the onnxruntime head (logits and exponentials in one graph) where the
   // native backend runs; elsewhere the option falls back to the JS loop, checked again.
   compare(h, w, targets, klInit, 1e-4, { w });
-  h.dispose();
+  // Step 0 (no KL yet) and rewriting rows alone, through the same head.
+  compare(h, w, targets, null, 1e-4, { w });
+  const rewriteOnly = tf.slice(h, [0, 0], [targets.length, -1]) as tf.Tensor2D;
+  compare(rewriteOnly, w, targets, null, 1e-4, { w });
+  tf.dispose([h, rewriteOnly]);
 });
 
 test('fused vocabulary loss refuses more than one KL row', async () => {
