@@ -100,9 +100,10 @@ function hostRows(x: tf.Tensor2D, logitsOf: (h: tf.Tensor2D) => tf.Tensor2D, tar
     for (let j = 0; j < V; j++) if (z[o + j] > max) max = z[o + j];
     // Summed in float64: a float32 running sum drops the vocabulary's tail (see runtime/logsumexp.ts).
     let sum = 0;
-    for (let j = 0; j < V; j++) sum += Math.exp(z[o + j] - max);
+    for (let j = 0; j < V; j++) sum += g[o + j] = Math.exp(z[o + j] - max);
     const lse = max + Math.log(sum);
-    for (let j = 0; j < V; j++) g[o + j] = Math.exp(z[o + j] - lse) * scale[r];
+    const f = scale[r] / sum;
+    for (let j = 0; j < V; j++) g[o + j] *= f;
     lp[r] = z[o + targets[r]] - lse;
     if (lastRow && r === P - 1) last = Float32Array.from(z.subarray(o, o + V), (v) => v - lse);
   }
