@@ -77,8 +77,9 @@ test('fused vocabulary loss = op-by-op loss on tinyworld’s unembedding (50,257
   // The reference sums 50,257 float32 terms in one register (runtime/logsumexp.ts); the fused
   // op sums in float64, so they agree to float32 rounding of a long sum, not bit for bit.
   compare(h, w, targets, klInit, 1e-4);
-  // The same through the onnxruntime head (logits and exponentials in one graph) where the
-  // native backend runs; elsewhere the option falls back to the JS loop, checked again.
+  // The same through the onnxruntime loss graph (logits, log-softmax, target log-probabilities
+  // and scaled probabilities) where the native backend runs; elsewhere the option falls back to
+  // the host loop, checked again.
   compare(h, w, targets, klInit, 1e-4, { w });
   // Step 0 (no KL yet) and rewriting rows alone, through the same head.
   compare(h, w, targets, null, 1e-4, { w });

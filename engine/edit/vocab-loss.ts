@@ -5,9 +5,9 @@
  * row's whole distribution (the KL row), yet written in tfjs ops it runs log-softmax, exp,
  * a one-hot product, slices and sums over rows × vocabulary, each again in the backward pass:
  * on tinyworld that was a third of a warm ROME edit's kernel time, more than the products
- * themselves. Here the logits come from the one matmul, are read once, and the log-sum-exp,
- * the loss and dL/dlogits are computed on the host in float64 in one pass per row; the
- * backward pass is the one product dL/dlogits · Wᵀ. Values and gradients equal the op-by-op
+ * themselves. Here the logits come from the one matmul and the rows' log-probabilities and
+ * dL/dlogits are made in one pass (natively, or on the host with the log-sum-exp in float64);
+ * the backward pass is the one product dL/dlogits · Wᵀ. Values and gradients equal the op-by-op
  * form to float32 rounding (test/vocab-loss.test.ts).
  *
  * On the native backend the whole row work is one onnxruntime graph (lossGraph): logits,
@@ -23,10 +23,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { nativeMatMulInstalled } from '../runtime/native/matmul-kernel.js';
 import { NativeGraph, ortTensor } from '../runtime/native/ort.js';
+import { SLICE_TO_END } from '../runtime/native/onnx-graph.js';
 import { nativeHeadFeeds } from '../runtime/vocab.js';
 import { filledTensor } from '../model/adapters/read.js';
-
-const INT64_MAX = Number.MAX_SAFE_INTEGER;
 
 /**
  * The native loss rows: z = x·W (+ b), ls = log-softmax(z) (MLAS: vectorised, lane-wise partial
@@ -63,7 +62,7 @@ function lossGraph(bias: boolean, v: number, lastRow: boolean): NativeGraph {
       lastRow
         ? [
             { name: 'c_last', type: 'int64', dims: [1], values: [-1] },
-            { name: 'c_end', type: 'int64', dims: [1], values: [INT64_MAX] },
+            { name: 'c_end', type: 'int64', dims: [1], values: [SLICE_TO_END] },
             { name: 'c_axis0', type: 'int64', dims: [1], values: [0] },
           ]
         : [],

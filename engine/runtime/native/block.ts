@@ -27,7 +27,7 @@ import type { BlockWeights, DecoderConfig } from '../../model/decoder.js';
 import { hookTouches, site, type Hook } from '../sites.js';
 import { heapView, nativeMatMulInstalled, type WasmBackendLike } from './matmul-kernel.js';
 import { isHostWeight } from './host-weights.js';
-import type { GraphNode, Initializer, ValueInfo } from './onnx-graph.js';
+import { SLICE_TO_END, type GraphNode, type Initializer, type ValueInfo } from './onnx-graph.js';
 import { NativeGraph, nativeThreads, ortTensor, threadsForFlops, type OrtTensor } from './ort.js';
 import { gradientTapeOn } from '../../util/scope.js';
 // Type only: decoder-forward.ts calls this module.
@@ -55,8 +55,6 @@ interface Variant {
 interface Node extends GraphNode {
   stage: Stage;
 }
-
-const INT64_MAX = Number.MAX_SAFE_INTEGER;
 
 /**
  * Every node of the block for one variant, tagged with its stage, with the rank of each
@@ -87,7 +85,7 @@ function blockNodes(v: Variant): { nodes: Node[]; inits: Initializer[]; rank: Ma
   for (const n of ['w_qkv', 'w_q', 'w_k', 'w_v', 'w_o', 'w_in', 'w_out']) rank.set(n, 2);
   const rows = constant('c_rows', [-1, heads * dh]);
   const alpha = { float: 1 / Math.sqrt(dh) };
-  const last = () => [constant('c_last_start', [-1]), constant('c_last_end', [INT64_MAX])];
+  const last = () => [constant('c_last_start', [-1]), constant('c_last_end', [SLICE_TO_END])];
 
   // Attention.
   add('attn', 'LayerNormalization', ['h', 'ln1_g', 'ln1_b'], ['ln1'], 2, { attrs: { axis: -1, epsilon: { float: v.eps } } });

@@ -5,6 +5,12 @@
  * part of this dependency for about sixty lines of encoding.
  */
 
+/**
+ * An int64 Slice end meaning "to the end of the axis": ONNX clamps ends past the dimension, and
+ * this is the largest integer a JS number holds exactly (the writer encodes it as int64).
+ */
+export const SLICE_TO_END = Number.MAX_SAFE_INTEGER;
+
 /** ONNX TensorProto.DataType values used here. */
 export const ELEM = { float32: 1, int32: 6, int64: 7, float16: 10 } as const;
 export type ElemType = keyof typeof ELEM;
