@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { forward } from '../engine/runtime/forward.js';
+import { unembed } from '../engine/runtime/decoder-forward.js';
 import { padBatch } from '../engine/runtime/batch.js';
 import { interventionHook } from '../engine/runtime/interventions.js';
 import { site } from '../engine/runtime/sites.js';
@@ -100,6 +101,42 @@ test('a padded batch gives each row the logits it gets alone (left and right pad
       assert.ok(worst < 1e-4, `${side} padding, row ${r}: max logit difference ${worst}`);
     });
   }
+});
+
+test('logits alone: the top block for the last position only matches transformers and the full pass', async () => {
+  // With no hook and every asked logit at the batch's last position, forward() runs the top
+  // block for that position alone (its keys/values for all). The golden cases above go through
+  // a hook, so the full pass; here the same prompts through the short one.
+  const m = await model();
+  const g = readJson<{ forward: Case[] }>(TINYWORLD_GOLDEN);
+  for (const c of g.forward) {
+    const lp = tidyData(() => logSoftmaxRows(forward(m, padBatch([c.ids])).logits!));
+    const order = Array.from(lp.keys()).sort((a, b) => lp[b] - lp[a]).slice(0, 10);
+    assert.deepEqual(order, c.top10_ids, `${c.ids.length} tokens: top-10 ids`);
+    c.top10_ids.forEach((id, i) => assert.ok(Math.abs(lp[id] - c.top10_logprobs[i]) <= 1e-4, `logprob of ${id}: ${lp[id]} vs ${c.top10_logprobs[i]}`));
+  }
+  // Equal lengths (every row ends at the last position): against the full pass's final hidden
+  // states, unembedded.
+  const rows = g.forward.slice(0, 6).map((c) => c.ids.slice(0, 4));
+  const batch = padBatch(rows);
+  const short = tf.tidy(() => {
+    const r = forward(m, batch);
+    assert.equal(r.hidden, undefined, 'the short pass has no full hidden states to return');
+    return r.logits!;
+  });
+  const full = tf.tidy(() => {
+    const h = forward(m, batch, { logitsAt: 'none' }).hidden!;
+    assert.deepEqual(h.shape, [6, 4, m.config.dModel]);
+    const last = tf.reshape(tf.slice(h, [0, 3, 0], [-1, 1, -1]), [6, -1]);
+    return unembed(m, last as tf.Tensor2D);
+  });
+  assert.deepEqual(short.shape, full.shape);
+  const a = short.dataSync();
+  const b = full.dataSync();
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  tf.dispose([short, full]);
+  assert.ok(worst < 1e-4, `max logit difference ${worst}`);
 });
 
 test('writing each site its own value back changes nothing', async () => {

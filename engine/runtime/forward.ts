@@ -34,7 +34,11 @@ export interface ForwardOptions {
 export interface ForwardResult {
   /** [pairs, V] in the order of `logitsAt`. */
   logits?: tf.Tensor2D;
-  /** Final normalised hidden states [B, T, d] (absent when stopped early). */
+  /**
+   * Final normalised hidden states [B, T, d]. Absent when stopped early, and when only logits
+   * at the last position were asked for with no hook (the top block then ran for that position
+   * alone); ask for logitsAt 'none' to read them.
+   */
   hidden?: tf.Tensor3D;
   kv?: KV[];
   /** Key mask covering past + new tokens (for the next generation step). */
@@ -63,9 +67,16 @@ export function forward(m: DecoderModel, batch: PaddedBatch, opts: ForwardOption
   if (opts.startAt && (opts.past || opts.returnKV)) throw new Error('forward: startAt cannot be combined with past or returnKV');
   let h = opts.startAt ? opts.startAt.h : embed(m, ids, pos, opts.hook);
   const kvs: KV[] = [];
-  const last = opts.stopAfterLayer ?? m.config.nLayer - 1;
+  const L = m.config.nLayer;
+  const last = opts.stopAfterLayer ?? L - 1;
+  const at = opts.logitsAt ?? 'last';
+  const pairs: Array<[number, number]> | null = at === 'none' ? null : at === 'last' ? lastIndices(batch).map((p, r) => [r, p]) : at;
+  // Only logits read, all at the last position, nothing hooked: the top block's output at
+  // other positions is never used, so it runs for the last position only (its keys and
+  // values still cover every position). Exact; saves most of one block.
+  const topLastOnly = !opts.hook && !opts.returnKV && last === L - 1 && t > 1 && pairs !== null && pairs.every(([, p]) => p === t - 1);
   for (let l = opts.startAt?.layer ?? 0; l <= last; l++) {
-    const r = block(m, l, h, bias, opts.past?.kv[l], opts.hook);
+    const r = block(m, l, h, bias, opts.past?.kv[l], opts.hook, topLastOnly && l === L - 1);
     h = r.h;
     if (opts.returnKV) kvs.push(r.kv);
   }
@@ -73,10 +84,12 @@ export function forward(m: DecoderModel, batch: PaddedBatch, opts: ForwardOption
   if (opts.returnKV) result.kv = kvs;
   if (opts.stopAfterLayer !== undefined && opts.stopAfterLayer < m.config.nLayer - 1) return result;
   const hn = finalNorm(m, h, opts.hook);
+  if (topLastOnly) {
+    result.logits = unembed(m, selectRows(tf.reshape(hn, [b, m.config.dModel]) as tf.Tensor2D, pairs!.map(([r]) => r)));
+    return result;
+  }
   result.hidden = hn;
-  const at = opts.logitsAt ?? 'last';
-  if (at === 'none') return result;
-  const pairs: Array<[number, number]> = at === 'last' ? lastIndices(batch).map((p, r) => [r, p]) : at;
+  if (pairs === null) return result;
   const flat = tf.reshape(hn, [b * t, m.config.dModel]) as tf.Tensor2D;
   result.logits = unembed(m, selectRows(flat, pairs.map(([r, p]) => r * t + p)));
   return result;

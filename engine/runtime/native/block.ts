@@ -222,8 +222,9 @@ function segmentsFor(v: Variant, cutAfter: Set<Stage>): Segment[] {
 export const nativeBlockStats = { blocks: 0, graphRuns: 0, packedBuilds: 0 };
 
 /**
- * Blocks whose plain pass (no past, no hook inside, every position) runs a graph that holds the
- * block's weights as initializers. onnxruntime then packs each weight matrix for MLAS once, at
+ * Blocks whose plain pass (no past, no hook inside) runs a graph that holds the block's weights
+ * as initializers: every position, or for the top block of a pass that reads only the last
+ * position's logits (runtime/forward.ts) the lastOnly graph, packed on its first use. onnxruntime then packs each weight matrix for MLAS once, at
  * session build, instead of on every product: with 176 rows the per-call packing of a weight
  * fed as an input is a large share of the product (GPT-2-small 11×16 forward, interleaved: best
  * 130 → 108–120 ms). The price is memory: onnxruntime keeps the weights and their packed form
@@ -247,7 +248,8 @@ type PrepackMode = boolean | 'any-size';
 let prepackMode: PrepackMode = process.env.FACTLENS_NATIVE_PREPACK !== '0';
 interface Packed {
   tensors: tf.Tensor[];
-  segments: Segment[];
+  /** By variant: the plain pass, and the top block of a pass that reads only the last position. */
+  segments: Map<'all' | 'lastOnly', Segment[]>;
 }
 const packed = new WeakMap<BlockWeights, Packed>();
 
@@ -265,7 +267,7 @@ export function setNativePrepack(mode: PrepackMode): PrepackMode {
 export function disposeNativeBlock(w: BlockWeights): void {
   const hit = packed.get(w);
   if (!hit) return;
-  for (const s of hit.segments) s.graph.dispose();
+  for (const segs of hit.segments.values()) for (const s of segs) s.graph.dispose();
   packed.delete(w);
 }
 
@@ -277,21 +279,33 @@ function blockWeightsByName(w: BlockWeights): Array<[string, tf.Tensor]> {
   ];
 }
 
-function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant): Segment[] | null {
+function packedSegments(cfg: DecoderConfig, w: BlockWeights, v: Variant, split: NativeBlockArgs['split']): Segment[] | null {
   const named = blockWeightsByName(w);
-  const hit = packed.get(w);
-  if (hit && hit.tensors.every((t, i) => t === named[i][1] && !t.isDisposed)) return hit.segments;
-  disposeNativeBlock(w);
+  const which = v.lastOnly ? 'lastOnly' : 'all';
+  let hit = packed.get(w);
+  if (hit && !hit.tensors.every((t, i) => t === named[i][1] && !t.isDisposed)) {
+    disposeNativeBlock(w);
+    hit = undefined;
+  }
+  const ready = hit?.segments.get(which);
+  if (ready) return ready;
   const blockBytes = 4 * (4 * cfg.dModel * cfg.dModel + 2 * cfg.dModel * cfg.dMlp);
   if (blockBytes < PACK_MIN_BLOCK_BYTES && prepackMode !== 'any-size') return null;
   if (cfg.nLayer * blockBytes > PACK_MAX_MODEL_BYTES || named.some(([, t]) => isHostWeight(t) || t.dtype !== 'float32')) return null;
+  // The lastOnly graph reads q, k and v's weights apart (the query for one position only).
+  const parts: Array<[string, tf.Tensor]> = v.lastOnly ? splitWeightsByName(split()) : [];
   const values = new Map<string, Initializer>(
-    named.map(([name, t]) => [name, { name, type: 'float32', dims: t.shape, values: t.dataSync() as Float32Array }]),
+    [...named, ...parts].map(([name, t]) => [name, { name, type: 'float32', dims: t.shape, values: t.dataSync() as Float32Array }]),
   );
   const segments = buildSegments(v, new Set(), { values, threads: nativeThreads() });
-  packed.set(w, { tensors: named.map(([, t]) => t), segments });
+  if (!hit) packed.set(w, (hit = { tensors: named.map(([, t]) => t), segments: new Map() }));
+  hit.segments.set(which, segments);
   nativeBlockStats.packedBuilds++;
   return segments;
+}
+
+function splitWeightsByName(s: ReturnType<NativeBlockArgs['split']>): Array<[string, tf.Tensor]> {
+  return [['w_q', s.q.w], ['b_q', s.q.b!], ['w_k', s.k.w], ['b_k', s.k.b!], ['w_v', s.v.w], ['b_v', s.v.b!]];
 }
 
 let enabled = process.env.FACTLENS_NATIVE_BLOCK !== '0';
@@ -389,15 +403,12 @@ export function nativeBlock(a: NativeBlockArgs): { h: tf.Tensor3D; kv: KV } | nu
   const act = cfg.act as Variant['act'];
   const variant: Variant = { d, heads, dh, eps: cfg.normEps, act, past: pastKind, lastOnly };
   const cutAfter = new Set<Stage>(STAGES.filter((s) => STAGE_SITE[s] !== null && hookTouches(a.hook, STAGE_SITE[s]!(a.layer))));
-  const plain = pastKind === 'none' && !lastOnly && cutAfter.size === 0;
-  const segments = (plain && prepackMode ? packedSegments(cfg, w, variant) : null) ?? segmentsFor(variant, cutAfter);
+  const plain = pastKind === 'none' && cutAfter.size === 0;
+  const segments = (plain && prepackMode ? packedSegments(cfg, w, variant, a.split) : null) ?? segmentsFor(variant, cutAfter);
 
   // Segments read only the names they need: lastOnly reads the q/k/v split instead of w_qkv/b_qkv.
   const values: Record<string, tf.Tensor> = { h, h3: h, bias, ...Object.fromEntries(blockWeightsByName(w)) };
-  if (lastOnly) {
-    const s = a.split();
-    Object.assign(values, { w_q: s.q.w, b_q: s.q.b!, w_k: s.k.w, b_k: s.k.b!, w_v: s.v.w, b_v: s.v.b! });
-  }
+  if (lastOnly) Object.assign(values, Object.fromEntries(splitWeightsByName(a.split())));
   if (past) Object.assign(values, { past_k: past.k, past_v: past.v });
   const tkOut = pastKind === 'concat' ? tp + t : t;
   const shapes: Record<string, number[]> = {
