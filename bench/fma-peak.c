@@ -3,7 +3,7 @@
  * 12 accumulators: enough to cover the FMA latency on both pipes of current x86 cores), on 1
  * and on N threads. Matrix products cannot beat it; the compute section reports what each
  * target of issue #12 needs as a share of it. Built and run by bench/fma-peak.ts.
- * Prints one JSON line: {"threads":[1,..,N],"gflops":[...]} (best of 3 per thread count).
+ * Prints one JSON line: {"threads":[1,..,N],"gflops":[...]} (best of 5 per thread count).
  */
 #include <immintrin.h>
 #include <pthread.h>
@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
   printf("],\"gflops\":[");
   for (int t = 1; t <= maxThreads; t++) {
     double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 5; rep++) {
       pthread_t th[64];
       double t0 = now();
       for (int i = 0; i < t; i++) pthread_create(&th[i], NULL, chains, NULL);
