@@ -223,9 +223,10 @@ export const nativeBlockStats = { blocks: 0, graphRuns: 0, packedBuilds: 0 };
 
 /**
  * Blocks whose plain pass (no past, no hook inside) runs a graph that holds the block's weights
- * as initializers: every position, or for the top block of a pass that reads only the last
- * position's logits (runtime/forward.ts) the lastOnly graph, packed on its first use. onnxruntime then packs each weight matrix for MLAS once, at
- * session build, instead of on every product: with 176 rows the per-call packing of a weight
+ * as initializers: the graph over every position, or, for the top block of a pass that reads
+ * only the last position's logits (runtime/forward.ts), the lastOnly graph, each built on its
+ * first use. onnxruntime then packs each weight matrix for MLAS once, at session build, instead
+ * of on every product: with 176 rows the per-call packing of a weight
  * fed as an input is a large share of the product (GPT-2-small 11×16 forward, interleaved: best
  * 130 → 108–120 ms). The price is memory: onnxruntime keeps the weights and their packed form
  * (GPT-2-small: +546 MB resident for 340 MB of block weights) and a build per block (~85 ms for
