@@ -27,6 +27,7 @@ import { padBatch } from '../engine/runtime/batch.js';
 import { probeBackends, selectBackend, type BackendName } from '../engine/runtime/backend.js';
 import { nativeThreads } from '../engine/runtime/native/ort.js';
 import { trace } from '../engine/trace/index.js';
+import { blockMacsPerToken } from '../engine/trace/fast.js';
 import { tidyData } from '../engine/util/scope.js';
 import type { DecoderConfig } from '../engine/model/decoder.js';
 import { ensureGpt2Small, GPT2_SMALL } from './gpt2-small.js';
@@ -146,7 +147,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
         products,
         forward: { bestMs: f.bestMs, medianMs: f.medianMs, flops: forwardFlops(model.config, ROWS, TOKENS) },
         // Block products only (attention scores and the unembedding left out): a lower bound.
-        trace: { tokens: res.ids.length, ms: traceMs, firstMs, forwards: res.kinds.length * res.ids.length * L + 1, blockFlops: res.work.token_layers * 10 * 2 * blockWeightsPerToken(model.config) },
+        trace: { tokens: res.ids.length, ms: traceMs, firstMs, forwards: res.kinds.length * res.ids.length * L + 1, blockFlops: res.work.token_layers * 10 * 2 * blockMacsPerToken(model.config) },
       });
     } finally {
       disposeModel(model);
@@ -221,11 +222,10 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
   const npGemmBest = Math.max(...weightShapes.map((sh) => (2 * m * sh.k * sh.n) / npBest(sh.what) / 1e9));
   if (!peak.ok) out.skipped.push({ what: 'FMA ceiling', why: peak.why });
   else {
-    const threads = Math.max(2, nativeThreads());
-    const top = peak.gflops[peak.threads.indexOf(threads)] ?? Math.max(...peak.gflops);
+    const top = peak.gflops[peak.threads.indexOf(peakThreads)];
     out.rows.push({ kind: 'fma-peak', threads: peak.threads, gflops: peak.gflops, numpyGemmBestGflops: npGemmBest });
     out.tables.push({
-      title: `The ceiling: what each target needs against the machine's float32 FMA peak (${threads} threads)`,
+      title: `The ceiling: what each target needs against the machine's float32 FMA peak (${peakThreads} threads)`,
       columns: ['backend', 'target', 'GFLOP the engine does', 'time the target allows (ms)', 'GFLOP/s needed', 'share of the FMA peak', 'engine GFLOP/s now'],
       rows: ceiling.map((x) => [
         x.backend,
@@ -255,20 +255,13 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
   return out;
 }
 
-/** Weight-product multiply-adds per token of one block (q, k, v, output, MLP). */
-function blockWeightsPerToken(c: DecoderConfig): number {
-  const q = c.nHead * c.headDim;
-  const kv = 2 * c.nKvHead * c.headDim;
-  return c.dModel * (q + kv) + q * c.dModel + c.dModel * c.dMlp * (c.gatedMlp ? 3 : 2);
-}
-
 /**
  * FLOPs of the products in the engine's forward of b rows × t tokens with the last position's
  * logits: every block in full but the top one, which makes keys/values for every position and
  * the rest for the last (runtime/forward.ts); attention scores and values; the unembedding.
  */
 function forwardFlops(c: DecoderConfig, b: number, t: number): number {
-  const per = blockWeightsPerToken(c);
+  const per = blockMacsPerToken(c);
   const kvPer = c.dModel * 2 * c.nKvHead * c.headDim;
   const attn = (queries: number) => 2 * 2 * b * c.nHead * queries * t * c.headDim;
   const lower = (c.nLayer - 1) * (2 * b * t * per + attn(t));

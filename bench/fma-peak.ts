@@ -6,13 +6,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { cpuFlags } from './util.js';
 
 export type FmaPeak = { ok: true; threads: number[]; gflops: number[] } | { ok: false; why: string };
 
 export function fmaPeak(maxThreads: number): FmaPeak {
   if (process.arch !== 'x64') return { ok: false, why: `not x86-64 (${process.arch})` };
-  const flags = fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '';
-  if (!/\bavx2\b/.test(flags) || !/\bfma\b/.test(flags)) return { ok: false, why: 'the CPU reports no AVX2 + FMA (or no /proc/cpuinfo)' };
+  const flags = cpuFlags();
+  if (!flags.includes('avx2') || !flags.includes('fma')) return { ok: false, why: 'the CPU reports no AVX2 + FMA (or there is no /proc/cpuinfo)' };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'factlens-fma-'));
   try {
     const exe = path.join(dir, 'fma-peak');

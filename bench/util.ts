@@ -134,7 +134,8 @@ function packageVersion(name: string): string {
   }
 }
 
-function cpuFlags(): string[] {
+/** The SIMD flags the benchmarks report (and fma-peak.ts needs) that /proc/cpuinfo lists. */
+export function cpuFlags(): string[] {
   try {
     const text = fs.readFileSync('/proc/cpuinfo', 'utf8');
     const line = text.split('\n').find((l) => l.startsWith('flags'));

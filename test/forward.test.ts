@@ -17,7 +17,7 @@ import { site } from '../engine/runtime/sites.js';
 import { tidyData } from '../engine/util/scope.js';
 import type { LoadedModel } from '../engine/model/load.js';
 import { logSoftmaxRows } from '../engine/runtime/logsumexp.js';
-import { ARCHS, TINYWORLD_GOLDEN, readJson, relDiff, type GoldenForwardCase } from './helpers/golden.js';
+import { ARCHS, TINYWORLD_GOLDEN, maxAbsDiff, readJson, relDiff, type GoldenForwardCase } from './helpers/golden.js';
 import { model } from './helpers/model.js';
 
 type Case = GoldenForwardCase;
@@ -48,13 +48,18 @@ function run(m: LoadedModel, ids: number[]) {
   return result;
 }
 
-function checkCase(m: LoadedModel, c: Case, label: string) {
-  const r = run(m, c.ids);
-  const order = Array.from(r.logprobs.keys()).sort((a, b) => r.logprobs[b] - r.logprobs[a]).slice(0, 10);
+/** The top-10 ids and their log-probs (1e-4 absolute) against the golden case. */
+function checkTop10(logprobs: Float32Array, c: Case, label: string) {
+  const order = Array.from(logprobs.keys()).sort((a, b) => logprobs[b] - logprobs[a]).slice(0, 10);
   assert.deepEqual(order, c.top10_ids, `${label}: top-10 ids`);
   c.top10_ids.forEach((id, i) => {
-    assert.ok(Math.abs(r.logprobs[id] - c.top10_logprobs[i]) <= 1e-4, `${label}: logprob of ${id}: ${r.logprobs[id]} vs ${c.top10_logprobs[i]}`);
+    assert.ok(Math.abs(logprobs[id] - c.top10_logprobs[i]) <= 1e-4, `${label}: logprob of ${id}: ${logprobs[id]} vs ${c.top10_logprobs[i]}`);
   });
+}
+
+function checkCase(m: LoadedModel, c: Case, label: string) {
+  const r = run(m, c.ids);
+  checkTop10(r.logprobs, c, label);
   c.last_logits_first8.forEach((v, i) => {
     assert.ok(Math.abs(r.logits[i] - v) <= 1e-3 * Math.max(1, Math.abs(v)), `${label}: logit ${i}: ${r.logits[i]} vs ${v}`);
   });
@@ -109,12 +114,7 @@ test('logits alone: the top block for the last position only matches transformer
   // a hook, so the full pass; here the same prompts through the short one.
   const m = await model();
   const g = readJson<{ forward: Case[] }>(TINYWORLD_GOLDEN);
-  for (const c of g.forward) {
-    const lp = tidyData(() => logSoftmaxRows(forward(m, padBatch([c.ids])).logits!));
-    const order = Array.from(lp.keys()).sort((a, b) => lp[b] - lp[a]).slice(0, 10);
-    assert.deepEqual(order, c.top10_ids, `${c.ids.length} tokens: top-10 ids`);
-    c.top10_ids.forEach((id, i) => assert.ok(Math.abs(lp[id] - c.top10_logprobs[i]) <= 1e-4, `logprob of ${id}: ${lp[id]} vs ${c.top10_logprobs[i]}`));
-  }
+  for (const c of g.forward) checkTop10(tidyData(() => logSoftmaxRows(forward(m, padBatch([c.ids])).logits!)), c, `${c.ids.length} tokens, short pass`);
   // Equal lengths (every row ends at the last position): against the full pass's final hidden
   // states, unembedded.
   const rows = g.forward.slice(0, 6).map((c) => c.ids.slice(0, 4));
@@ -131,10 +131,7 @@ test('logits alone: the top block for the last position only matches transformer
     return unembed(m, last as tf.Tensor2D);
   });
   assert.deepEqual(short.shape, full.shape);
-  const a = short.dataSync();
-  const b = full.dataSync();
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  const worst = maxAbsDiff(short.dataSync(), full.dataSync());
   tf.dispose([short, full]);
   assert.ok(worst < 1e-4, `max logit difference ${worst}`);
 });

@@ -22,6 +22,7 @@ import { vocabQueryAsync } from '../runtime/vocab.js';
 import { assembleColumns, assembleRows, type RowPiece } from '../runtime/assemble-rows.js';
 import { sampleMean } from './stats.js';
 import type { RawTrace } from './naive.js';
+import type { DecoderConfig } from '../model/decoder.js';
 
 /** Rows × tokens per batched block call; bounds memory on large models. */
 const MAX_BATCH_TOKENS = 4096;
@@ -146,6 +147,16 @@ function nodeInterventions(nodes: Node[], layerMods: (n: Node) => Mod[], t: numb
   return out;
 }
 
+/**
+ * Multiply-adds of one block's weight products per token (q, k, v, output, MLP): the unit a
+ * token-layer of `tokenLayers` stands for.
+ */
+export function blockMacsPerToken(c: DecoderConfig): number {
+  const q = c.nHead * c.headDim;
+  const kv = 2 * c.nKvHead * c.headDim;
+  return c.dModel * (q + kv) + q * c.dModel + c.dModel * c.dMlp * (c.gatedMlp ? 3 : 2);
+}
+
 export async function traceFast(p: Prepared, restorationList: Restoration[], job: Job): Promise<RawTrace> {
   const m = p.model;
   const L = m.config.nLayer;
@@ -158,9 +169,7 @@ export async function traceFast(p: Prepared, restorationList: Restoration[], job
   let tokenLayers = 2 * T * L; // the clean and the corrupted run
   // The key/value projections' share of a block's matmul work per token.
   const c = m.config;
-  const kvCols = 2 * c.nKvHead * c.headDim;
-  const perToken = c.dModel * (c.nHead * c.headDim + kvCols) + c.nHead * c.headDim * c.dModel + c.dModel * c.dMlp * (c.gatedMlp ? 3 : 2);
-  const kvShare = (c.dModel * kvCols) / perToken;
+  const kvShare = (c.dModel * 2 * c.nKvHead * c.headDim) / blockMacsPerToken(c);
   const totalWork = restorationList.length;
   let done = 0;
 
